@@ -1,0 +1,68 @@
+"""One strings table for every label in the page: English and 中文.
+
+`t(key, lang)` looks a key up; a missing Chinese string falls back to English, a missing key is
+returned as itself (so a typo shows in the page instead of crashing it). Field labels of the
+training forms come from the backends' dataclass metadata (label / label_zh), not from here.
+"""
+from __future__ import annotations
+
+LANGUAGES = {"en": "English", "zh": "中文"}
+
+STRINGS: dict[str, dict[str, str]] = {
+    # header / tabs
+    "title": {"en": "Finetune Studio", "zh": "微调工作室"},
+    "subtitle": {
+        "en": "Fine-tune language and image models from this page: SFT, reward model, RLHF, SD LoRA.",
+        "zh": "在此页面微调语言与图像模型：SFT、奖励模型、RLHF、SD LoRA。",
+    },
+    "language": {"en": "Language / 语言", "zh": "语言 / Language"},
+    "tab.environment": {"en": "Environment", "zh": "环境"},
+    "tab.datasets": {"en": "Datasets", "zh": "数据集"},
+    "tab.sft": {"en": "SFT", "zh": "监督微调"},
+    "tab.reward": {"en": "Reward model", "zh": "奖励模型"},
+    "tab.rlhf": {"en": "RLHF", "zh": "RLHF"},
+    "tab.pipeline": {"en": "Pipeline", "zh": "一键流程"},
+    "tab.sd_lora": {"en": "SD distill LoRA", "zh": "SD 蒸馏 LoRA"},
+    "tab.jobs": {"en": "Jobs", "zh": "任务"},
+    "tab.compare": {"en": "A/B compare", "zh": "A/B 对比"},
+    "coming": {
+        "en": "This tab is coming: see the open issues. The Environment tab works today.",
+        "zh": "此标签页即将推出（见待办事项）。“环境”标签页现已可用。",
+    },
+    # environment tab
+    "env.refresh": {"en": "Refresh", "zh": "刷新"},
+    "env.system": {"en": "System", "zh": "系统"},
+    "env.software": {"en": "Software", "zh": "软件"},
+    "env.ds_ops": {"en": "DeepSpeed ops (as ds_report)", "zh": "DeepSpeed 算子（同 ds_report）"},
+    "env.bundled": {"en": "Bundled models", "zh": "内置模型"},
+    "env.prepare": {"en": "Prepare bundled models", "zh": "准备内置模型"},
+    "env.prepare_log": {"en": "Preparation log", "zh": "准备日志"},
+    "env.report": {"en": "Copy report", "zh": "复制报告"},
+    "env.estimator": {"en": "Memory estimator", "zh": "显存估算"},
+    "est.model": {"en": "Model (bundled, local folder, name like opt-1.3b, or size like 1.3B)",
+                  "zh": "模型（内置、本地文件夹、名称如 opt-1.3b，或参数量如 1.3B）"},
+    "est.method": {"en": "Method", "zh": "方法"},
+    "est.lora_rank": {"en": "LoRA rank r", "zh": "LoRA 秩 r"},
+    "est.precision": {"en": "Precision", "zh": "精度"},
+    "est.zero_stage": {"en": "ZeRO stage", "zh": "ZeRO 阶段"},
+    "est.offload": {"en": "CPU offload", "zh": "CPU 卸载"},
+    "est.num_gpus": {"en": "GPUs per node", "zh": "每节点 GPU 数"},
+    "est.num_nodes": {"en": "Nodes", "zh": "节点数"},
+    "est.micro_batch": {"en": "Micro-batch per GPU", "zh": "每 GPU 微批大小"},
+    "est.seq_len": {"en": "Sequence length", "zh": "序列长度"},
+    "est.grad_ckpt": {"en": "Gradient checkpointing", "zh": "梯度检查点"},
+    "est.target_gpu": {"en": "Compare against", "zh": "对比硬件"},
+    "est.detected": {"en": "detected hardware", "zh": "检测到的硬件"},
+    "est.run": {"en": "Estimate", "zh": "估算"},
+    # messages
+    "msg.no_gpu": {"en": "no GPU: jobs run on CPU", "zh": "无 GPU：任务在 CPU 上运行"},
+    "msg.preparing": {"en": "Preparing bundled models…", "zh": "正在准备内置模型……"},
+    "msg.prepare_running": {"en": "Preparation is already running.", "zh": "准备任务已在运行。"},
+}
+
+
+def t(key: str, lang: str = "en") -> str:
+    entry = STRINGS.get(key)
+    if entry is None:
+        return key
+    return entry.get(lang) or entry["en"]

@@ -1,0 +1,50 @@
+"""The data directory layout, shared by the UI, the job engine and the backends.
+
+<data-dir>/
+  models/smollm2-135m-instruct/   the bundled LLM, converted once from GGUF to safetensors
+  models/tiny-sd/                 the bundled tiny Stable Diffusion pipeline
+  vendor/                         packages installed for the bundled models (pip --target)
+  datasets/                       studio datasets
+  runs/<job-id>/                  config.yaml, command.sh, log.txt, metrics.jsonl, checkpoints/, output/
+  jobs.sqlite                     the job store
+  settings.json                   UI settings (language, ...)
+  tmp/                            Gradio's temporary files
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOLLM2_NAME = "smollm2-135m-instruct"
+TINY_SD_NAME = "tiny-sd"
+
+
+def data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The data dir: the argument, else $STUDIO_DATA_DIR, else ./data under the project root."""
+    p = Path(path or os.environ.get("STUDIO_DATA_DIR") or ROOT / "data")
+    return p.expanduser().resolve()
+
+
+def models_dir(dd: str | os.PathLike | None = None) -> Path:
+    return data_dir(dd) / "models"
+
+
+def smollm2_dir(dd: str | os.PathLike | None = None) -> Path:
+    return models_dir(dd) / SMOLLM2_NAME
+
+
+def tiny_sd_dir(dd: str | os.PathLike | None = None) -> Path:
+    return models_dir(dd) / TINY_SD_NAME
+
+
+def vendor_dir(dd: str | os.PathLike | None = None) -> Path:
+    return data_dir(dd) / "vendor"
+
+
+def runs_dir(dd: str | os.PathLike | None = None) -> Path:
+    return data_dir(dd) / "runs"
+
+
+def datasets_dir(dd: str | os.PathLike | None = None) -> Path:
+    return data_dir(dd) / "datasets"
