@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     from app.context import StudioContext
     from app.tabs import environment
 
-    ctx = StudioContext(data_dir=data_dir, offline=args.offline)
+    from app.jobs import Engine
+
+    # Re-attaches jobs still running from an earlier UI process; dead ones become "interrupted".
+    engine = Engine(data_dir, offline=args.offline)
+    ctx = StudioContext(data_dir=data_dir, offline=args.offline, engine=engine)
     if not args.no_prepare:
         status = _bundled_ready(data_dir)
         if not status:
@@ -112,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        engine.shutdown()  # stops watching; running jobs are detached and keep going
         demo.close()
     return 0
 

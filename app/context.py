@@ -23,6 +23,7 @@ class StudioContext:
     offline: bool = False
     settings: Settings | None = None
     preparer: Preparer | None = None
+    engine: object | None = None  # app.jobs.Engine (None in tests that build only the Environment tab)
     i18n: list[I18nEntry] = field(default_factory=list)
 
     def __post_init__(self):

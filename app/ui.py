@@ -5,7 +5,7 @@ import gradio as gr
 
 from app.context import StudioContext
 from app.i18n import LANGUAGES, t
-from app.tabs import environment
+from app.tabs import environment, jobs, training
 
 CSS = """
 #studio-header h1 { margin-bottom: 0; }
@@ -13,8 +13,14 @@ CSS = """
 #env-report-md table { font-size: 0.9em; }
 """
 
-# Tabs of later issues show a one-line note until they are built.
-COMING_TABS = ["datasets", "sft", "reward", "rlhf", "pipeline", "sd_lora", "jobs", "compare"]
+# After Environment, in this order; Jobs comes after every training tab (it can load their forms).
+TAB_ORDER = ["datasets", "sft", "reward", "rlhf", "pipeline", "sd_lora", "jobs", "compare"]
+
+
+def training_kinds() -> list[training.TrainingKind]:
+    from backends import sft
+
+    return [training.TrainingKind("sft", sft.SFTArgs, sft.validate_config, "cpu-demo-smollm2")]
 
 
 def build(ctx: StudioContext) -> gr.Blocks:
@@ -28,13 +34,20 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 lang_dd = gr.Dropdown(choices=[(v, k) for k, v in LANGUAGES.items()], value=lang,
                                       label=t("language", lang), elem_id="language", interactive=True)
                 ctx.tr(lang_dd, "language")
-        with gr.Tabs(elem_id="studio-tabs"):
+        with gr.Tabs(elem_id="studio-tabs") as tabs:
             with ctx.tr(gr.Tab(t("tab.environment", lang), id="environment", elem_id="tab-environment"),
                         "tab.environment"):
                 env_load, env_outputs = environment.build(ctx)
-            for key in COMING_TABS:
+            trained = {}
+            kinds = {tk.kind: tk for tk in training_kinds()}
+            for key in TAB_ORDER:
                 with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}"):
-                    ctx.tr(gr.Markdown(t("coming", lang)), "coming", attr="value")
+                    if key in kinds:
+                        trained[key] = training.build(ctx, kinds[key])
+                    elif key == "jobs":
+                        jobs.build(ctx, trained, tabs)
+                    else:  # tabs of later issues show a one-line note until they are built
+                        ctx.tr(gr.Markdown(t("coming", lang)), "coming", attr="value")
 
         entries = list(ctx.i18n)
 
@@ -55,4 +68,6 @@ def build(ctx: StudioContext) -> gr.Blocks:
         demo.load(relabel_on_load, outputs=[e.component for e in entries], api_name=False,
                   show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
+        for comps in trained.values():  # the command preview of each tab's initial form
+            demo.load(comps["preview"], inputs=comps["all_inputs"], outputs=comps["command"], api_name=False)
     return demo

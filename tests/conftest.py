@@ -109,3 +109,23 @@ def browser_type_launch_args(browser_type_launch_args):
             "args": ["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update",
                      "--disable-sync"]}
+
+
+@pytest.fixture
+def studio_data_dir(prepared_data_dir, tmp_path) -> Path:
+    """A fresh data dir (its own jobs db and runs) that sees the prepared bundled models."""
+    dd = tmp_path / "studio-data"
+    dd.mkdir()
+    (dd / "models").symlink_to(prepared_data_dir / "models", target_is_directory=True)
+    return dd
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Poll until predicate() is truthy; returns its value or fails naming what was awaited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -23,20 +23,15 @@ from app.jobs import KIND_MODULES, Engine, JobError, JobStore, LaunchSpec, build
 from app.jobs.launcher import preview_command
 from app.jobs.summary import KILLED_HINT
 from backends.common.errors import FieldError
+from conftest import wait_for as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
 KIND_MODULES["dummy"] = "tests.jobkit_dummy"
 
 
 # ---------------------------------------------------------------- helpers
-def wait_for(pred, timeout=30.0, every=0.05, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+def wait_for(pred, timeout=30.0, what="condition"):
+    return poll_until(pred, timeout, interval=0.05, what=what)
 
 
 def wait_status(eng: Engine, job_id: str, *statuses: str, timeout=40.0) -> dict:

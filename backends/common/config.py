@@ -1,0 +1,442 @@
+"""One schema per recipe: generic helpers over the backends' option dataclasses.
+
+A backend declares its options once, as a dataclass whose fields carry metadata::
+
+    learning_rate: float = field(default=2e-4, metadata={
+        "help": "Peak learning rate of AdamW.", "help_zh": "AdamW 的峰值学习率。",
+        "label": "Learning rate", "label_zh": "学习率",
+        "min": 0, "min_exclusive": True, "group": "training"})
+
+Recognised metadata keys: ``help``, ``help_zh``, ``label``, ``label_zh``, ``group`` (model | data | training
+| lora | launcher | output), ``choices`` (list), ``min`` / ``max`` (inclusive bounds), ``min_exclusive`` /
+``max_exclusive`` (make the bound strict), ``allow`` (extra values accepted besides the range, e.g. ``[-1]``
+for "-1 = off"), ``widget`` (a hint for the UI: "file", "dir", "textbox", ...). Any other key is passed
+through to the field descriptor unchanged.
+
+From that one declaration this module gives:
+
+- :func:`load_config` / :func:`parse_cli` -- YAML file + ``--field value`` overrides into a validated instance
+  (unknown keys raise :class:`FieldError` naming the key; the CLI flags come from ``HfArgumentParser``);
+- :func:`from_dict` / :func:`coerce_value` / :func:`validate_fields` -- strings from a web form ("1e-4",
+  "true", "abc") are coerced to the field's type or rejected with a ``FieldError`` naming the field and the fix;
+- :func:`field_descriptors` -- a list of plain dicts the UI builds its form from (and the README its table,
+  see :func:`markdown_table`);
+- :func:`to_dict` / :func:`to_yaml` -- the instance back to a ``config.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from .errors import FieldError
+
+GROUPS = ("model", "data", "training", "lora", "launcher", "output")
+# Keys of a recipe file (presets/recipes/*.yaml) around its `config:` block.
+RECIPE_KEYS = ("kind", "name", "description", "description_zh", "launcher", "config")
+_KNOWN_META = ("help", "help_zh", "label", "label_zh", "group", "choices", "min", "max", "min_exclusive",
+               "max_exclusive", "allow", "widget")
+_TRUE = {"true", "yes", "y", "on", "1"}
+_FALSE = {"false", "no", "n", "off", "0"}
+
+
+# ----------------------------------------------------------------------------------------------- types
+def _is_dataclass_type(cls) -> bool:
+    return isinstance(cls, type) and dataclasses.is_dataclass(cls)
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base_type(tp: Any) -> tuple[type, bool]:
+    """(the scalar type, whether None is allowed) for int, float, bool, str and `X | None`."""
+    args = typing.get_args(tp)
+    if args and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else str), True
+    if typing.get_origin(tp) is typing.Literal:
+        return type(args[0]), False
+    return (tp if isinstance(tp, type) else str), False
+
+
+def _type_name(tp: type) -> str:
+    return {int: "int", float: "float", bool: "bool", str: "str"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _fmt_num(x: Any) -> str:
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x))
+    return str(x)
+
+
+def _range_text(meta: Mapping[str, Any]) -> str:
+    parts = []
+    if meta.get("min") is not None:
+        parts.append(f"{'>' if meta.get('min_exclusive') else '>='} {_fmt_num(meta['min'])}")
+    if meta.get("max") is not None:
+        parts.append(f"{'<' if meta.get('max_exclusive') else '<='} {_fmt_num(meta['max'])}")
+    text = " and ".join(parts)
+    if meta.get("allow"):
+        allowed = ", ".join(_fmt_num(a) for a in meta["allow"])
+        text = f"{text} (or {allowed})" if text else f"{allowed}"
+    return text
+
+
+def _expectation(tp: type, meta: Mapping[str, Any]) -> str:
+    """'a number > 0', 'an integer >= 1 (or -1)', 'true or false', 'one of fp32, bf16, fp16'."""
+    if meta.get("choices"):
+        return "one of " + ", ".join(str(c) for c in meta["choices"])
+    noun = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, _type_name(tp))
+    rng = _range_text(meta)
+    return f"{noun} {rng}" if rng else noun
+
+
+def _fail(name: str, tp: type, meta: Mapping[str, Any], value: Any, why: str = "") -> FieldError:
+    msg = f"must be {_expectation(tp, meta)}, got {value!r}"
+    if why:
+        msg += f" ({why})"
+    return FieldError(name, msg)
+
+
+# ----------------------------------------------------------------------------------------- coercion
+def coerce_value(f: dataclasses.Field | str, value: Any, cls: type | None = None) -> Any:
+    """Turn `value` (maybe a string from a web form or the CLI) into the field's type, then check range/choices.
+
+    `f` is a dataclasses.Field (with `cls` to resolve string annotations) or a field name with `cls` given.
+    Raises FieldError("name", "must be a number > 0, got 'abc'").
+    """
+    if isinstance(f, str):
+        if cls is None:
+            raise TypeError("coerce_value(name, value) needs cls=")
+        f = {x.name: x for x in dataclasses.fields(cls)}[f]
+    tp_raw = _hints(cls)[f.name] if cls is not None else f.type
+    if isinstance(tp_raw, str):  # unresolved annotation and no cls: best effort
+        tp_raw = {"int": int, "float": float, "bool": bool, "str": str}.get(tp_raw.split("|")[0].strip(), str)
+    tp, nullable = _base_type(tp_raw)
+    meta = f.metadata
+    name = f.name
+
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null") and tp is not str):
+        if nullable:
+            return None
+        if tp is str:
+            return ""
+        raise _fail(name, tp, meta, value)
+
+    if tp is bool:
+        if isinstance(value, bool):
+            out = value
+        elif isinstance(value, (int, float)) and value in (0, 1):
+            out = bool(value)
+        elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            out = value.strip().lower() in _TRUE
+        else:
+            raise _fail(name, tp, meta, value)
+    elif tp is int:
+        if isinstance(value, bool):
+            raise _fail(name, tp, meta, value)
+        if isinstance(value, int):
+            out = value
+        else:
+            try:
+                num = float(value.strip().replace("_", "")) if isinstance(value, str) else float(value)
+            except (TypeError, ValueError):
+                raise _fail(name, tp, meta, value) from None
+            if not math.isfinite(num) or not num.is_integer():
+                raise _fail(name, tp, meta, value, "not a whole number")
+            out = int(num)
+    elif tp is float:
+        if isinstance(value, bool):
+            raise _fail(name, tp, meta, value)
+        try:
+            out = float(value.strip().replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise _fail(name, tp, meta, value) from None
+        if not math.isfinite(out):
+            raise _fail(name, tp, meta, value)
+    elif tp is str:
+        if isinstance(value, (list, tuple)):  # e.g. lora_target_modules written as a YAML list
+            out = ",".join(str(v).strip() for v in value)
+        elif isinstance(value, (dict, set)):
+            raise _fail(name, tp, meta, value)
+        else:
+            out = str(value) if not isinstance(value, str) else value
+            out = out.strip()
+    else:  # pragma: no cover - only scalar fields are used by the backends
+        out = value
+
+    if meta.get("choices") is not None:
+        choices = list(meta["choices"])
+        if out not in choices:
+            # be lenient with case for string choices typed by hand
+            lowered = {str(c).lower(): c for c in choices}
+            if isinstance(out, str) and out.lower() in lowered:
+                out = lowered[out.lower()]
+            else:
+                raise FieldError(name, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+    if tp in (int, float) and out not in (meta.get("allow") or ()):
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and (out < lo or (meta.get("min_exclusive") and out == lo)):
+            raise _fail(name, tp, meta, value)
+        if hi is not None and (out > hi or (meta.get("max_exclusive") and out == hi)):
+            raise _fail(name, tp, meta, value)
+    return out
+
+
+def validate_fields(instance: Any) -> Any:
+    """Coerce and range-check every field of `instance` in place (from its metadata); returns it."""
+    cls = type(instance)
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        coerced = _coerce_with_type(f, hints[f.name], getattr(instance, f.name))
+        object.__setattr__(instance, f.name, coerced)
+    return instance
+
+
+def _coerce_with_type(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    shim = _FieldShim(f.name, tp, f.metadata)
+    return coerce_value(shim, value)  # type: ignore[arg-type]
+
+
+class _FieldShim:
+    """A Field look-alike with a resolved type (dataclasses.Field.type may be a string annotation)."""
+
+    def __init__(self, name: str, tp: Any, metadata: Mapping[str, Any]):
+        self.name, self.type, self.metadata = name, tp, metadata
+
+
+# ------------------------------------------------------------------------------------- dict <-> instance
+def field_names(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def from_dict(cls, data: Mapping[str, Any] | None, *, source: str = "config") -> Any:
+    """Build a validated `cls` from a mapping; unknown keys raise FieldError naming the key."""
+    data = dict(data or {})
+    names = field_names(cls)
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        k = unknown[0]
+        close = _close_matches(k, names)
+        hint = f"; did you mean {close}?" if close else f"; known fields: {', '.join(names)}"
+        raise FieldError(k, f"unknown option in {source}{hint}")
+    hints = _hints(cls)
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        value = data[f.name] if f.name in data else _default_of(f)
+        kwargs[f.name] = _coerce_with_type(f, hints[f.name], value)
+    return cls(**kwargs)
+
+
+def _close_matches(key: str, names: Iterable[str]) -> str:
+    import difflib
+
+    m = difflib.get_close_matches(key, list(names), n=1, cutoff=0.6)
+    return m[0] if m else ""
+
+
+def to_dict(instance: Any) -> dict[str, Any]:
+    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance) if f.init}
+
+
+def to_yaml(instance: Any, *, header: str | None = None) -> str:
+    """The instance as a flat YAML mapping in field order (a valid `--config` file)."""
+    text = yaml.safe_dump(to_dict(instance), sort_keys=False, allow_unicode=True, default_flow_style=False)
+    if header:
+        text = "".join(f"# {line}\n" for line in header.splitlines()) + text
+    return text
+
+
+def save_yaml(instance: Any, path: str | Path, *, header: str | None = None) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(to_yaml(instance, header=header), encoding="utf-8")
+    return p
+
+
+# ------------------------------------------------------------------------------------------ files
+def read_yaml(path: str | Path, *, kind: str | None = None, field: str = "config") -> dict[str, Any]:
+    """Read a config file: a flat mapping of fields, or a recipe (`kind:`, `launcher:`, `config:` block).
+
+    For a recipe, returns its `config:` block (after checking `kind` when given).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FieldError(field, f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise FieldError(field, f"{p} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FieldError(field, f"{p} must hold a mapping of option: value, got {type(data).__name__}")
+    if is_recipe(data):
+        if kind and data.get("kind") not in (None, kind):
+            raise FieldError("kind", f"{p} is a '{data.get('kind')}' recipe, this program runs '{kind}'")
+        data = dict(data.get("config") or {})
+    return data
+
+
+def is_recipe(data: Mapping[str, Any]) -> bool:
+    return isinstance(data.get("config"), dict) and set(data) <= set(RECIPE_KEYS)
+
+
+def load_config(cls, path: str | Path | None = None, overrides: Mapping[str, Any] | None = None, *,
+                kind: str | None = None) -> Any:
+    """YAML file (flat or recipe) + overrides (strings are fine) -> validated instance of `cls`."""
+    data = read_yaml(path, kind=kind) if path else {}
+    data.update(dict(overrides or {}))
+    return from_dict(cls, data, source=str(path) if path else "overrides")
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def _hf_parser_class():
+    from transformers import HfArgumentParser
+
+    class StudioArgumentParser(HfArgumentParser):
+        """HfArgumentParser that ignores our UI metadata (label_zh, min, group, ...) when adding flags."""
+
+        @staticmethod
+        def _parse_dataclass_field(parser, field):  # type: ignore[override]
+            shim = dataclasses.field(default=field.default, default_factory=field.default_factory)
+            shim.name, shim.type = field.name, field.type
+            shim.metadata = MappingProxyType({"help": _cli_help(field.metadata)})
+            HfArgumentParser._parse_dataclass_field(parser, shim)
+
+    return StudioArgumentParser
+
+
+def _cli_help(meta: Mapping[str, Any]) -> str:
+    text = str(meta.get("help", ""))
+    extra = []
+    if meta.get("choices"):
+        extra.append("choices: " + ", ".join(map(str, meta["choices"])))
+    rng = _range_text(meta)
+    if rng:
+        extra.append(rng)
+    if extra:
+        text += " [" + "; ".join(extra) + "]"
+    return text.replace("%", "%%")
+
+
+def build_parser(cls, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    """`--config FILE` plus one `--<field>` flag per dataclass field (from HfArgumentParser).
+
+    Flags default to "not given" (argparse.SUPPRESS) and keep their raw string, so that the YAML value is kept
+    when a flag is absent and a bad value raises the same FieldError as in the form.
+    """
+    parser = _hf_parser_class()(cls, prog=prog, description=description)
+    names = set(field_names(cls))
+    for action in parser._actions:
+        if action.dest in names:
+            action.default = argparse.SUPPRESS
+            if action.type is not None:
+                action.type = None  # keep strings: coerce_value gives the field-named error
+            action.choices = None
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="YAML file with the options (flat, or a recipe with a config: block)")
+    # The `deepspeed` launcher appends --local_rank=N; torchrun/accelerate set LOCAL_RANK instead.
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def parse_cli(cls, argv: list[str] | None = None, *, kind: str | None = None, prog: str | None = None,
+              description: str | None = None) -> Any:
+    """`--config FILE [--field value ...]` -> validated instance (CLI values override the file)."""
+    parser = build_parser(cls, prog=prog, description=description)
+    ns, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if rest:
+        flag = rest[0].lstrip("-").split("=")[0].replace("-", "_")
+        close = _close_matches(flag, field_names(cls))
+        raise FieldError(flag, "unknown command-line option" + (f"; did you mean --{close}?" if close else ""))
+    values = vars(ns)
+    config_path = values.pop("config", None)
+    values.pop("local_rank", None)
+    return load_config(cls, config_path, values, kind=kind)
+
+
+# ----------------------------------------------------------------------------------- descriptors
+def field_descriptors(cls) -> list[dict[str, Any]]:
+    """One plain dict per field, in declaration order, for the UI form and the README table::
+
+        {"name": "learning_rate", "type": "float", "default": 0.0002, "choices": None,
+         "min": 0, "max": None, "min_exclusive": True, "max_exclusive": False, "allow": None,
+         "label": "Learning rate", "label_zh": "学习率", "help": "...", "help_zh": "...",
+         "group": "training", "widget": None}
+
+    `type` is one of int, float, bool, str; `label` falls back to the field name.
+    """
+    hints = _hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        tp, nullable = _base_type(hints[f.name])
+        meta = dict(f.metadata)
+        d = {
+            "name": f.name,
+            "type": _type_name(tp),
+            "nullable": nullable,
+            "default": _default_of(f),
+            "choices": list(meta["choices"]) if meta.get("choices") is not None else None,
+            "min": meta.get("min"),
+            "max": meta.get("max"),
+            "min_exclusive": bool(meta.get("min_exclusive", False)),
+            "max_exclusive": bool(meta.get("max_exclusive", False)),
+            "allow": list(meta["allow"]) if meta.get("allow") else None,
+            "label": meta.get("label") or f.name,
+            "label_zh": meta.get("label_zh") or meta.get("label") or f.name,
+            "help": meta.get("help", ""),
+            "help_zh": meta.get("help_zh") or meta.get("help", ""),
+            "group": meta.get("group", "training"),
+            "widget": meta.get("widget"),
+        }
+        for k, v in meta.items():
+            if k not in _KNOWN_META and k not in d:
+                d[k] = v
+        out.append(d)
+    return out
+
+
+def markdown_table(cls, lang: str = "en") -> str:
+    """The options as a Markdown table (README), from the same descriptors as the UI form."""
+    zh = lang.startswith("zh")
+    head = "| 选项 | 类型 | 默认值 | 范围/选项 | 说明 |" if zh else "| Option | Type | Default | Range / choices | Description |"
+    lines = [head, "|---|---|---|---|---|"]
+    for d in field_descriptors(cls):
+        rng = ", ".join(map(str, d["choices"])) if d["choices"] else _range_text(d)
+        default = d["default"]
+        default = '""' if default == "" else str(default)
+        help_ = (d["help_zh"] if zh else d["help"]).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| `{d['name']}` | {d['type']} | `{default}` | {rng} | {help_} |")
+    return "\n".join(lines) + "\n"
+
+
+def groups(cls) -> dict[str, list[str]]:
+    """Field names by group, in declaration order."""
+    out: dict[str, list[str]] = {}
+    for d in field_descriptors(cls):
+        out.setdefault(d["group"], []).append(d["name"])
+    return out

@@ -1,0 +1,447 @@
+"""Datasets and prompt templates shared by the backends.
+
+- :func:`resolve_dataset` finds a dataset file (path, `bundled:demo_sft`, a name under `<data-dir>/datasets`);
+- :func:`peek` reads only the first rows (cheap validation from the UI);
+- :func:`load_rows` loads json / jsonl / csv / parquet (or a `save_to_disk` folder) into a `datasets.Dataset`;
+- :func:`check_columns` names the missing mapped column and the columns found;
+- :func:`to_prompt_completion` turns prompt/response rows or chat `messages` rows into TRL's prompt-completion
+  format, so TRL masks the prompt (completion-only loss) and pads per batch;
+- :func:`format_prompt` renders a prompt for generation the same way training saw it.
+
+Templates:
+  chat    the model's own chat template (conversational prompt/completion; the tokenizer renders it)
+  dschat  DeepSpeed-Chat's `Human: …\\n\\nAssistant: …` (the response starts with a space, like DS-Chat)
+  plain   `prompt\\n` then the response, no markup
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import FieldError
+from .paths import ROOT, datasets_dir
+
+TEMPLATES = ("chat", "dschat", "plain")
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+BUNDLED_DATASETS = {"demo_sft": ROOT / "presets" / "datasets" / "demo_sft.jsonl"}
+DEMO_SFT = BUNDLED_DATASETS["demo_sft"]
+
+
+# ------------------------------------------------------------------------------------ locating
+def resolve_dataset(value: str, data_dir: str | os.PathLike | None = None, *, field: str = "dataset") -> Path:
+    """The dataset file (or save_to_disk folder) named by `value`.
+
+    Tries, in order: `bundled:<name>`; the path as given (absolute, or relative to the working dir);
+    `<data-dir>/datasets/<value>`; the project root (so `presets/datasets/demo_sft.jsonl` works from anywhere).
+    """
+    v = str(value or "").strip()
+    if not v:
+        raise FieldError(field, "is empty: give a .jsonl/.json/.csv/.parquet file of prompt/response rows")
+    if v.startswith("bundled:"):
+        name = v.split(":", 1)[1]
+        if name not in BUNDLED_DATASETS:
+            raise FieldError(field, f"unknown bundled dataset {name!r}; known: {', '.join(BUNDLED_DATASETS)}")
+        return BUNDLED_DATASETS[name]
+    p = Path(v).expanduser()
+    candidates = [p]
+    if not p.is_absolute():
+        candidates += [datasets_dir(data_dir) / p, ROOT / p]
+    for c in candidates:
+        if c.is_file() or (c.is_dir() and (_is_saved_dataset(c) or data_files(c))):
+            return c.resolve()
+    for c in candidates:
+        if c.is_dir():
+            raise FieldError(field, f"{c} is a folder without .jsonl/.json/.csv/.parquet files")
+    where = f" (looked in the working dir, {datasets_dir(data_dir)} and {ROOT})" if not p.is_absolute() else ""
+    raise FieldError(field, f"file not found: {v}{where}")
+
+
+def split_dataset_list(value: str) -> list[str]:
+    """`a.jsonl, Dahoas/rm-static` -> ["a.jsonl", "Dahoas/rm-static"] (DeepSpeed-Chat blends several sets)."""
+    return [x.strip() for x in str(value or "").split(",") if x.strip()]
+
+
+def resolve_datasets(value: str, data_dir: str | os.PathLike | None = None, *, field: str = "dataset") -> list[Path]:
+    names = split_dataset_list(value)
+    if not names:
+        raise FieldError(field, "is empty: give a .jsonl/.json/.csv/.parquet file of prompt/response rows")
+    return [resolve_dataset(n, data_dir, field=field) for n in names]
+
+
+def _is_saved_dataset(p: Path) -> bool:
+    return (p / "state.json").is_file() or (p / "dataset_dict.json").is_file()
+
+
+def data_files(folder: Path) -> list[Path]:
+    """Data files of a dataset folder (e.g. a hub snapshot with data/train-*.parquet): the train files if
+    any file name says 'train', else all of them."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
+                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    train = [f for f in files if "train" in f.name.lower()]
+    return train or files
+
+
+def _kind(path: Path, field: str = "dataset") -> str:
+    if path.is_dir():
+        return "arrow" if _is_saved_dataset(path) else "folder"
+    suf = path.suffix.lower()
+    if suf in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suf == ".json":
+        return "json"
+    if suf in (".csv", ".tsv"):
+        return "csv"
+    if suf == ".parquet":
+        return "parquet"
+    raise FieldError(field, f"unsupported file type {path.suffix!r} ({path.name}); use .jsonl, .json, .csv or .parquet")
+
+
+# --------------------------------------------------------------------------------------- reading
+def _iter_jsonl(path: Path, field: str) -> Iterable[dict]:
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise FieldError(field, f"{path.name} line {i} is not valid JSON: {e.msg}") from None
+            if not isinstance(row, dict):
+                raise FieldError(field, f"{path.name} line {i} must be a JSON object, got {type(row).__name__}")
+            yield row
+
+
+def _read_json(path: Path, field: str) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        return list(_iter_jsonl(path, field))  # JSON lines saved as .json
+    if isinstance(data, dict):
+        for key in ("data", "rows", "train"):
+            if isinstance(data.get(key), list):
+                data = data[key]
+                break
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise FieldError(field, f"{path.name} must be a JSON list of objects (or JSON lines)")
+    return data
+
+
+def peek(path: Path, n: int = 5, *, field: str = "dataset") -> tuple[list[str], list[dict]]:
+    """(column names, first `n` rows), reading as little of the file as possible."""
+    kind = _kind(path, field)
+    if kind == "folder":
+        return peek(data_files(path)[0], n, field=field)
+    if kind == "jsonl":
+        rows = []
+        for row in _iter_jsonl(path, field):
+            rows.append(row)
+            if len(rows) >= n:
+                break
+    elif kind == "json":
+        rows = _read_json(path, field)[:n]
+    elif kind == "csv":
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            cols = list(reader.fieldnames or [])
+            rows = [r for _, r in zip(range(n), reader)]
+        if not rows:
+            raise FieldError(field, f"{path.name} has no rows")
+        return cols, rows
+    elif kind == "parquet":
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        cols = list(pf.schema_arrow.names)
+        rows = pf.read_row_group(0).slice(0, n).to_pylist() if pf.num_row_groups else []
+        if not rows:
+            raise FieldError(field, f"{path.name} has no rows")
+        return cols, rows
+    else:  # arrow folder
+        ds = _load_arrow(path)
+        return list(ds.column_names), [ds[i] for i in range(min(n, len(ds)))]
+    if not rows:
+        raise FieldError(field, f"{path.name} has no rows")
+    cols: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in cols:
+                cols.append(k)
+    return cols, rows
+
+
+def _load_arrow(path: Path):
+    from datasets import DatasetDict, load_from_disk
+
+    ds = load_from_disk(str(path))
+    if isinstance(ds, DatasetDict):
+        ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
+    return ds
+
+
+def load_rows(path: Path, *, field: str = "dataset"):
+    """The whole file as an in-memory `datasets.Dataset` (no cache files: safe with several ranks)."""
+    from datasets import Dataset
+
+    kind = _kind(path, field)
+    if kind == "folder":
+        from datasets import concatenate_datasets
+
+        return concatenate_datasets([load_rows(f, field=field) for f in data_files(path)])
+    if kind == "arrow":
+        return _load_arrow(path)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return Dataset(pq.read_table(path))
+    if kind == "csv":
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    elif kind == "jsonl":
+        rows = list(_iter_jsonl(path, field))
+    else:
+        rows = _read_json(path, field)
+    if not rows:
+        raise FieldError(field, f"{path.name} has no rows")
+    return Dataset.from_list(rows)
+
+
+# ------------------------------------------------------------------------------------- columns
+def detect_format(columns: Iterable[str], prompt_column: str, response_column: str, messages_column: str) -> str:
+    """'prompt_response' or 'messages' (prompt/response wins when both are present)."""
+    cols = set(columns)
+    if prompt_column in cols and response_column in cols:
+        return "prompt_response"
+    if messages_column and messages_column in cols:
+        return "messages"
+    return ""
+
+
+def check_columns(columns: list[str], prompt_column: str, response_column: str, messages_column: str,
+                  *, source: str = "dataset") -> str:
+    """The format, or a FieldError naming the mapping field, the missing column and the columns found."""
+    fmt = detect_format(columns, prompt_column, response_column, messages_column)
+    if fmt:
+        return fmt
+    found = ", ".join(columns) or "(none)"
+    cols = set(columns)
+    if prompt_column not in cols and (response_column in cols or not messages_column):
+        fld, col = "prompt_column", prompt_column
+    elif response_column not in cols and prompt_column in cols:
+        fld, col = "response_column", response_column
+    else:
+        fld, col = "prompt_column", prompt_column
+    also = f" (and no {messages_column!r} column for chat rows)" if messages_column else ""
+    raise FieldError(fld, f"column {col!r} not found in {source}{also}; columns found: {found}. "
+                          f"Set {fld} to one of them")
+
+
+def check_rows(rows: list[dict], fmt: str, prompt_column: str, response_column: str, messages_column: str,
+               *, source: str = "dataset") -> None:
+    """Light checks on a few rows: text in the mapped columns, messages as a list of role/content dicts."""
+    for i, row in enumerate(rows, 1):
+        if fmt == "prompt_response":
+            for fld, col in (("prompt_column", prompt_column), ("response_column", response_column)):
+                v = row.get(col)
+                if v is not None and not isinstance(v, (str, int, float)):
+                    raise FieldError(fld, f"row {i} of {source}: column {col!r} must hold text, "
+                                          f"got {type(v).__name__}")
+        else:
+            msgs = row.get(messages_column)
+            try:
+                normalize_messages(msgs)
+            except (ValueError, TypeError) as e:
+                raise FieldError("messages_column", f"row {i} of {source}: {e}") from None
+
+
+_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant", "user": "user",
+                 "assistant": "assistant", "system": "system"}
+
+
+def normalize_messages(msgs: Any) -> list[dict[str, str]]:
+    """[{"role", "content"}] with roles user/assistant/system (accepts ShareGPT's from/value)."""
+    if isinstance(msgs, str):
+        try:
+            msgs = json.loads(msgs)
+        except json.JSONDecodeError:
+            raise ValueError("messages must be a list of {role, content} objects, got a string") from None
+    if not isinstance(msgs, list) or not msgs:
+        raise ValueError("messages must be a non-empty list of {role, content} objects")
+    out = []
+    for m in msgs:
+        if not isinstance(m, dict):
+            raise TypeError("each message must be an object with role and content")
+        role = m.get("role", m.get("from"))
+        content = m.get("content", m.get("value"))
+        role = _ROLE_ALIASES.get(str(role).lower()) if role is not None else None
+        if role is None or content is None:
+            raise ValueError(f"message without role/content: {m}")
+        out.append({"role": role, "content": str(content)})
+    if out[-1]["role"] != "assistant":
+        raise ValueError("the last message must be the assistant's answer (the part that is trained)")
+    return out
+
+
+# ----------------------------------------------------------------------------------- templates
+_DSCHAT_READY = re.compile(r"Human:.*Assistant:\s*$", re.DOTALL)
+
+
+def dschat_prompt(turns: list[dict[str, str]]) -> str:
+    """DeepSpeed-Chat / Anthropic-HH style history ending with `Assistant:` (the answer adds ' ...').
+
+    A single prompt that is already in that form (Dahoas/rm-static: "\\n\\nHuman: …\\n\\nAssistant:") is kept as is.
+    """
+    if len(turns) == 1 and turns[0]["role"] == "user" and _DSCHAT_READY.search(turns[0]["content"]):
+        return turns[0]["content"].rstrip()
+    parts = []
+    for m in turns:
+        if m["role"] == "system":
+            parts.append(m["content"])
+        elif m["role"] == "user":
+            parts.append(f"Human: {m['content']}")
+        else:
+            parts.append(f"Assistant: {m['content']}")
+    parts.append("Assistant:")
+    return "\n\n".join(parts)
+
+
+def plain_prompt(turns: list[dict[str, str]]) -> str:
+    return "".join(m["content"] + "\n" for m in turns)
+
+
+def format_prompt(prompt: str | list[dict[str, str]], template: str, tokenizer=None) -> str:
+    """The text a model should be given at generation time, as it was rendered in training."""
+    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if template == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("template 'chat' needs a tokenizer with a chat template")
+        return tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+    if template == "dschat":
+        return dschat_prompt(turns)
+    if template == "plain":
+        return plain_prompt(turns)
+    raise ValueError(f"unknown template {template!r}")
+
+
+def to_prompt_completion(ds, *, template: str, prompt_column: str = "prompt", response_column: str = "response",
+                         messages_column: str = "messages", fmt: str | None = None):
+    """Rows -> TRL prompt-completion rows (TRL masks the prompt unless completion_only_loss=False).
+
+    chat: conversational `prompt` (messages before the last answer) and `completion` ([last answer]);
+    dschat/plain: strings; the completion starts with a space for dschat (DeepSpeed-Chat's convention).
+    """
+    if template not in TEMPLATES:
+        raise FieldError("template", f"must be one of {', '.join(TEMPLATES)}; got {template!r}")
+    fmt = fmt or check_columns(list(ds.column_names), prompt_column, response_column, messages_column)
+
+    def turns_of(row) -> list[dict[str, str]]:
+        if fmt == "prompt_response":
+            return [{"role": "user", "content": str(row[prompt_column])},
+                    {"role": "assistant", "content": str(row[response_column])}]
+        return normalize_messages(row[messages_column])
+
+    def convert(row):
+        turns = turns_of(row)
+        history, answer = turns[:-1], turns[-1]
+        if template == "chat":
+            return {"prompt": history, "completion": [answer]}
+        if template == "dschat":
+            return {"prompt": dschat_prompt(history), "completion": " " + answer["content"].lstrip()}
+        return {"prompt": plain_prompt(history), "completion": answer["content"]}
+
+    if fmt == "prompt_response":
+        ds = ds.filter(lambda r: r[prompt_column] is not None and r[response_column] is not None)
+    return ds.map(convert, remove_columns=list(ds.column_names))
+
+
+def parse_data_split(value: str, *, field: str = "data_split") -> list[float]:
+    """DeepSpeed-Chat's `data_split` ("2,4,4") as normalised fractions; "" -> [1.0]."""
+    v = str(value or "").strip()
+    if not v:
+        return [1.0]
+    try:
+        parts = [float(x) for x in v.split(",")]
+    except ValueError:
+        raise FieldError(field, f"must be comma-separated numbers like 2,4,4, got {value!r}") from None
+    if not parts or any(p < 0 for p in parts) or sum(parts) <= 0:
+        raise FieldError(field, f"must be non-negative numbers with a positive sum, got {value!r}")
+    total = sum(parts)
+    return [p / total for p in parts]
+
+
+def apply_data_split(ds, data_split: str, phase: int, seed: int, *, field: str = "data_split"):
+    """The rows of `phase` (0 = SFT, 1 = reward model, 2 = RLHF) under DeepSpeed-Chat's split.
+
+    Like dschat/utils/data/data_utils.py: one seeded permutation of the rows (numpy RandomState(seed)), cut into
+    contiguous chunks by the normalised fractions, so the three steps see disjoint rows of one dataset.
+    """
+    fractions = parse_data_split(data_split, field=field)
+    if len(fractions) == 1:
+        return ds
+    if phase >= len(fractions):
+        raise FieldError(field, f"has {len(fractions)} parts; step {phase + 1} needs at least {phase + 1}")
+    import numpy as np
+
+    n = len(ds)
+    bounds = [0]
+    for f in fractions:
+        bounds.append(bounds[-1] + round(f * n))
+    bounds[-1] = n
+    order = np.random.RandomState(seed=seed).permutation(n)
+    idx = sorted(int(i) for i in order[bounds[phase]:bounds[phase + 1]])
+    if not idx:
+        raise FieldError(field, f"leaves no rows for step {phase + 1} of {n} rows")
+    return ds.select(idx)
+
+
+def split_train_eval(ds, eval_ratio: float, seed: int):
+    """(train, eval or None): a seeded split; at least one eval row when eval_ratio > 0 and rows allow it."""
+    if eval_ratio <= 0 or len(ds) < 2:
+        return ds, None
+    n_eval = max(1, round(len(ds) * eval_ratio))
+    n_eval = min(n_eval, len(ds) - 1)
+    parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def count_rows(path: Path) -> int | None:
+    """Number of rows for line-based files (cheap); None when it would need a full parse."""
+    kind = _kind(path)
+    if kind == "jsonl":
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    return None
+
+
+__all__ = [
+    "DEMO_SFT",
+    "TEMPLATES",
+    "apply_data_split",
+    "check_columns",
+    "check_rows",
+    "count_rows",
+    "data_files",
+    "detect_format",
+    "dschat_prompt",
+    "format_prompt",
+    "load_rows",
+    "normalize_messages",
+    "parse_data_split",
+    "peek",
+    "plain_prompt",
+    "resolve_dataset",
+    "resolve_datasets",
+    "split_dataset_list",
+    "split_train_eval",
+    "to_prompt_completion",
+]

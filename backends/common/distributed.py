@@ -1,0 +1,235 @@
+"""Process setup shared by the backends: ranks, DeepSpeed on CPU, threads and a clean stop on SIGTERM.
+
+A backend runs the same way alone (`python -m backends.X`), under `accelerate launch`, `torchrun` and the
+`deepspeed` launcher. The pieces that make that work on CPU machines (see shared/reference/stack-notes.md):
+
+- :func:`setup_deepspeed` -- with a DeepSpeed config and no CUDA, HF Trainer builds its PartialState without a
+  backend and every rank thinks it is rank 0 of 1 (`train_batch_size 4 != 4 * 1 * 2`). Fix: set
+  `ACCELERATE_USE_DEEPSPEED=true`, create `PartialState(backend="gloo")` first and pass
+  `accelerator_config={"use_configured_state": True}` to the training arguments (returned as extra kwargs).
+  Without a launcher, DeepSpeed looks for MPI; RANK/LOCAL_RANK/WORLD_SIZE/MASTER_* defaults avoid that.
+- :class:`StopOnSignal` -- SIGTERM (the job engine's Stop) sets a flag; at the next step end every rank agrees
+  on it, saves a checkpoint and leaves the training loop (like LlamaBoard's SIGABRT handler).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+try:
+    from transformers import TrainerCallback
+except ImportError:  # pragma: no cover - transformers is a dependency of every LLM backend
+    TrainerCallback = object  # type: ignore[assignment,misc]
+
+
+# ------------------------------------------------------------------------------------- ranks
+def rank() -> int:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank()
+    except ImportError:  # pragma: no cover
+        pass
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+
+
+def world_size() -> int:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_world_size()
+    except ImportError:  # pragma: no cover
+        pass
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """True under torchrun / accelerate launch / the deepspeed launcher (they set WORLD_SIZE and RANK)."""
+    return "WORLD_SIZE" in os.environ and ("RANK" in os.environ or "LOCAL_RANK" in os.environ)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def single_process_env() -> None:
+    """RANK=0 WORLD_SIZE=1 MASTER_ADDR/PORT defaults for a run without a launcher (DeepSpeed wants them)."""
+    if launched():
+        return
+    os.environ.setdefault("RANK", "0")
+    os.environ.setdefault("LOCAL_RANK", "0")
+    os.environ.setdefault("WORLD_SIZE", "1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def set_threads(default: int | None = None) -> int:
+    """torch threads = $OMP_NUM_THREADS (the job engine's budget), else `default`, else torch's choice."""
+    import torch
+
+    n = os.environ.get("OMP_NUM_THREADS")
+    want = int(n) if n and n.isdigit() and int(n) > 0 else default
+    if want:
+        torch.set_num_threads(want)
+    return torch.get_num_threads()
+
+
+def has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+# --------------------------------------------------------------------------------- DeepSpeed
+def accelerate_deepspeed_config() -> str:
+    """The DeepSpeed config an `accelerate launch --config_file` with a deepspeed section points at, if any."""
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        return os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "") or ""
+    return ""
+
+
+def setup_deepspeed(ds_config: str | os.PathLike | None, data_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Prepare the process for HF Trainer/TRL with `deepspeed=ds_config`; returns extra TrainingArguments kwargs.
+
+    Call it before building the training arguments. A no-op (returns {}) when `ds_config` is empty.
+    """
+    if not ds_config:
+        return {}
+    single_process_env()
+    if data_dir:  # compiled DeepSpeed ops (cpu_adam, ...) per data dir, not shared by every venv of the machine
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(data_dir) / "torch_extensions"))
+    if has_cuda():
+        return {}
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    from accelerate import PartialState
+
+    PartialState(backend="gloo")
+    return {"accelerator_config": {"use_configured_state": True}}
+
+
+def setup_cpu_distributed() -> dict[str, Any]:
+    """Multi-process without DeepSpeed on CPU (torchrun / accelerate launch): a MULTI_CPU gloo group.
+
+    Without `use_cpu`, HF Trainer's PartialState comes up as distributed type NO with 2 processes on a machine
+    without CUDA (each rank trains alone and the logged loss is scaled by the world size).
+    """
+    if launched() and world_size() > 1 and not has_cuda():
+        return {"use_cpu": True, "ddp_backend": "gloo"}
+    return {}
+
+
+# ------------------------------------------------------------------------------- collectives
+def any_rank(flag: bool) -> bool:
+    """True on every rank if `flag` is True on any rank (a no-op without a process group)."""
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return flag
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return flag
+    device = "cuda" if (dist.get_backend() == "nccl" and torch.cuda.is_available()) else "cpu"
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def sum_ranks(value: float) -> float:
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return value
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return value
+    device = "cuda" if (dist.get_backend() == "nccl" and torch.cuda.is_available()) else "cpu"
+    t = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def barrier() -> None:
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+# -------------------------------------------------------------------------------------- stop
+class StopOnSignal(TrainerCallback):
+    """Clean stop on SIGTERM (and SIGINT): finish the current step, save a checkpoint, leave the loop.
+
+    Before training starts (model loading, tokenising) a signal exits at once with 128+signum.
+    With several ranks, every rank checks the flag at each step end with one tiny all-reduce, so all of them
+    stop at the same step (ZeRO saves are collective).
+    """
+
+    def __init__(self, signals=(signal.SIGTERM, signal.SIGINT), save: bool = True, log=print):
+        self.requested: int | None = None
+        self.stopped = False
+        self.training = False
+        self.save = save
+        self.log = log
+        self._previous = {}
+        for s in signals:
+            try:
+                self._previous[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def _handler(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl+C: give up at once
+        self.requested = signum
+        name = signal.Signals(signum).name
+        if not self.training:
+            if is_main_process():
+                self.log(f"[studio] {name} received before training started: exiting", flush=True)
+            sys.exit(128 + signum)
+        if is_main_process():
+            what = "already stopping" if self.stopped else "stopping after this step and saving a checkpoint"
+            self.log(f"[studio] {name} received: {what}", flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.requested) if self.requested is not None else 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+        if self.requested is not None:
+            control.should_training_stop = True
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if any_rank(self.requested is not None):
+            if self.requested is None:
+                self.requested = signal.SIGTERM  # another rank got it
+            self.stopped = True
+            control.should_training_stop = True
+            if self.save:
+                control.should_save = True
+        return control
+
+    def restore(self) -> None:
+        for s, h in self._previous.items():
+            try:
+                signal.signal(s, h)
+            except (ValueError, TypeError):
+                pass

@@ -1,0 +1,196 @@
+"""Models, tokenizers and LoRA for the LLM backends, and the `studio.json` written next to every output.
+
+- :func:`resolve_model` turns `bundled:smollm2`, a folder or a hub id into what `from_pretrained` takes;
+- :func:`check_model_dir` reads only `config.json` (cheap validation from the UI);
+- :func:`load_tokenizer` / :func:`load_causal_lm` / :func:`lora_config`;
+- :func:`write_studio_json` / :func:`load_trained` -- an output folder (PEFT adapter or full model) back into
+  a model for generation, whichever it is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .errors import FieldError
+
+BUNDLED_MODELS = {"smollm2": paths.smollm2_dir}
+STUDIO_JSON = "studio.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+# Attention/MLP projection names per architecture, to check lora_target_modules without loading a model.
+KNOWN_LINEAR_MODULES: dict[str, set[str]] = {
+    **{t: {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+       for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "smollm3", "phi3", "olmo", "olmo2")},
+    "opt": {"q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"},
+    "gpt2": {"c_attn", "c_proj", "c_fc"},
+    "gpt_neox": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
+    "bloom": {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"},
+}
+
+
+# ----------------------------------------------------------------------------------- locating
+def is_hub_id(value: str) -> bool:
+    return bool(_HUB_ID.match(value)) and not value.startswith((".", "/", "~"))
+
+
+def resolve_model(value: str, data_dir: str | os.PathLike | None = None, *,
+                  field: str = "model_name_or_path") -> str:
+    """A local folder path (as str) or a hub id.
+
+    `bundled:smollm2` -> `<data-dir>/models/smollm2-135m-instruct`; a relative path is tried against the
+    working dir, then `<data-dir>/models`, then the project root; `org/name` that is no local folder is a hub id.
+    """
+    v = str(value or "").strip()
+    if not v:
+        raise FieldError(field, "is empty: give a model folder (with config.json), bundled:smollm2 or a hub id")
+    if v.startswith("bundled:"):
+        name = v.split(":", 1)[1]
+        if name not in BUNDLED_MODELS:
+            raise FieldError(field, f"unknown bundled model {name!r}; known: {', '.join(BUNDLED_MODELS)}")
+        return str(BUNDLED_MODELS[name](data_dir or None))
+    p = Path(v).expanduser()
+    candidates = [p] if p.is_absolute() else [p, paths.models_dir(data_dir or None) / p, paths.ROOT / p]
+    for c in candidates:
+        if c.exists():
+            return str(c.resolve())
+    if is_hub_id(v):
+        return v
+    return str(p)
+
+
+def check_model_dir(path: str, *, field: str = "model_name_or_path", original: str | None = None) -> dict:
+    """config.json of a local model folder (or {} for a hub id); FieldError when the folder is no model."""
+    shown = original or path
+    p = Path(path)
+    if not p.exists():
+        if is_hub_id(path):
+            return {}
+        if shown.startswith("bundled:"):
+            raise FieldError(field, f"the bundled model is not prepared yet ({path}); prepare it in the "
+                                    "Environment tab or with `python -m backends.bundled prepare`")
+        raise FieldError(field, f"folder not found: {shown}")
+    if not p.is_dir():
+        raise FieldError(field, f"{shown} is a file; give the model folder that holds config.json")
+    cfg_file = p / "config.json"
+    if not cfg_file.is_file():
+        if (p / "adapter_config.json").is_file():
+            raise FieldError(field, f"{shown} is a LoRA adapter, not a model; give its base model "
+                                    "(see base_model_name_or_path in adapter_config.json)")
+        raise FieldError(field, f"{shown} is not a model folder (no config.json)")
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise FieldError(field, f"{cfg_file} is not readable JSON: {e}") from None
+    if not any((p / n).exists() for n in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                                          "pytorch_model.bin.index.json")):
+        raise FieldError(field, f"{shown} has a config.json but no weights (model.safetensors / pytorch_model.bin)")
+    return cfg
+
+
+def parse_modules(value: str | list[str]) -> list[str]:
+    if isinstance(value, (list, tuple)):
+        items = [str(v) for v in value]
+    else:
+        items = re.split(r"[,\s]+", str(value or ""))
+    return [m.strip() for m in items if m.strip()]
+
+
+def check_target_modules(model_config: dict, modules: list[str], *, field: str = "lora_target_modules") -> None:
+    if not modules:
+        raise FieldError(field, "is empty: list the linear layers to adapt, e.g. q_proj,k_proj,v_proj,o_proj")
+    if modules == ["all-linear"]:
+        return
+    known = KNOWN_LINEAR_MODULES.get(str(model_config.get("model_type", "")))
+    if not known:
+        return
+    bad = [m for m in modules if m not in known]
+    if bad:
+        raise FieldError(field, f"{', '.join(bad)} not in a {model_config.get('model_type')} model; "
+                                f"use some of {', '.join(sorted(known))} (or all-linear)")
+
+
+# ------------------------------------------------------------------------------------ loading
+def torch_dtype(precision: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(path: str, *, dtype: str = "fp32", **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), **kwargs)
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False  # training; generate() turns it back on per call
+    return model
+
+
+def lora_config(r: int, alpha: int, dropout: float, target_modules: str | list[str], *, task_type: str = "CAUSAL_LM"):
+    from peft import LoraConfig
+
+    modules = parse_modules(target_modules)
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                      target_modules="all-linear" if modules == ["all-linear"] else modules,
+                      bias="none", task_type=task_type)
+
+
+# ------------------------------------------------------------------------------------ outputs
+def write_studio_json(output_dir: str | os.PathLike, info: dict[str, Any]) -> Path:
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rec = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info}
+    p = out / STUDIO_JSON
+    p.write_text(json.dumps(rec, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    return p
+
+
+def read_studio_json(output_dir: str | os.PathLike) -> dict[str, Any]:
+    p = Path(output_dir) / STUDIO_JSON
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {}
+
+
+def load_trained(output_dir: str | os.PathLike, *, base: str | None = None, dtype: str = "fp32"):
+    """(model, tokenizer, studio_info) from an SFT output folder: base + PEFT adapter, or a full model."""
+    out = Path(output_dir)
+    info = read_studio_json(out)
+    tok = load_tokenizer(str(out)) if (out / "tokenizer_config.json").is_file() else None
+    if (out / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        if base is None:
+            base = info.get("base_model") or json.loads((out / "adapter_config.json").read_text())[
+                "base_model_name_or_path"]
+        model = load_causal_lm(base, dtype=dtype)
+        model = PeftModel.from_pretrained(model, str(out))
+        tok = tok or load_tokenizer(base)
+    else:
+        model = load_causal_lm(str(out), dtype=dtype)
+        tok = tok or load_tokenizer(str(out))
+    model.config.use_cache = True
+    model.eval()
+    return model, tok, info
+
+
+def greedy(model, tokenizer, text: str, max_new_tokens: int = 32) -> str:
+    """Greedy continuation of `text` (already formatted with the template), decoded without special tokens."""
+    import torch
+
+    enc = tokenizer(text, return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                             pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()

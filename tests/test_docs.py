@@ -1,0 +1,21 @@
+"""The README documents what the code declares."""
+from __future__ import annotations
+
+import yaml
+
+from app import docs
+from conftest import ROOT
+
+
+def test_readme_option_tables_match_the_dataclasses():
+    text = docs.README.read_text(encoding="utf-8")
+    assert docs.render(text) == text, "README option tables are stale: run `python -m app.docs`"
+
+
+def test_readme_names_every_preset_and_recipe():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    for folder in ("presets/accelerate", "presets/deepspeed", "presets/recipes"):
+        for f in sorted((ROOT / folder).iterdir()):
+            assert f"`{f.stem}`" in text, f"README does not document {folder}/{f.name}"
+    for f in sorted((ROOT / "presets/recipes").glob("*.yaml")):
+        assert yaml.safe_load(f.read_text())["kind"] in {"sft"}, f
