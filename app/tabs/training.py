@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -188,26 +187,26 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
     launch_inputs = [launcher, preset, nproc, zero, offload, machines, mrank, main_ip, main_port, hostfile]
     all_inputs = [*fields.values(), *launch_inputs]
 
-    def collect(values: list, recipe_name: str = "") -> tuple[dict, LaunchSpec]:
+    def collect(values: list, recipe_name: str = ""):
+        """The form as (the backend's validated-typed options, LaunchSpec); FieldError names a bad field."""
         form = dict(zip(field_names, values[:len(field_names)]))
         spec = spec_from_form(*values[len(field_names):])
         form["data_dir"] = str(ctx.data_dir)
         form["recipe"] = recipe_name
-        cfg = cfgmod.from_dict(tk.schema, form, source="form")
-        return cfgmod.to_dict(cfg), spec
+        return cfgmod.from_dict(tk.schema, form, source="form"), spec
 
     def preview(*values):
         try:
             cfg, spec = collect(list(values))
-            return engine.preview_command(kid, cfg, spec)
+            return engine.preview_command(kid, cfgmod.to_dict(cfg), spec)
         except FieldError as e:
             return f"# ⚠ {e.field}: {e.message}"
 
     def train(recipe, *values):
         try:
             cfg, spec = collect(list(values), recipe or "")
-            tk.validate(cfgmod.from_dict(tk.schema, cfg, source="form"))
-            job_id = engine.submit(kid, cfg, spec, recipe=recipe or "")
+            tk.validate(cfg)
+            job_id = engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe or "")
         except FieldError as e:
             gr.Warning(f"{e.field}: {e.message}")
             return gr.update(), f"⚠ {e.field}: {e.message}"
