@@ -263,9 +263,9 @@ def test_traceback_becomes_the_error_summary(make_engine):
 ACCELERATE_LOG = """\
 step 1/10 loss 2.0
 Traceback (most recent call last):
-  File "/work/main/backends/sft.py", line 88, in <module>
+  File "/home/user/studio/backends/sft.py", line 88, in <module>
     main()
-  File "/work/main/backends/sft.py", line 70, in main
+  File "/home/user/studio/backends/sft.py", line 70, in main
     ds = load(cfg.dataset)
          ^^^^^^^^^^^^^^^^^
 ValueError: dataset 'foo' has no column 'prompt' (columns: text)
@@ -279,7 +279,7 @@ subprocess.CalledProcessError: Command '['/venv/bin/python', '-m', 'backends.sft
 def test_summarize_picks_the_real_exception_not_the_launchers():
     s = summarize(ACCELERATE_LOG, 1)
     assert s.startswith("exit code 1: ValueError: dataset 'foo' has no column 'prompt'")
-    assert 'File "/work/main/backends/sft.py", line 70, in main' in s
+    assert 'File "/home/user/studio/backends/sft.py", line 70, in main' in s
     assert "CalledProcessError" not in s and KILLED_HINT not in s
 
 
