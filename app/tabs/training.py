@@ -108,16 +108,6 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
     base = recipes.get(tk.default_recipe, {})
     kid = tk.kind
 
-    def label(d):
-        return d["label_zh"] if lang == "zh" else d["label"]
-
-    def info(d):
-        return d["help_zh"] if lang == "zh" else d["help"]
-
-    def initial(d):
-        v = base.get("config", {}).get(d["name"], d["default"])
-        return v
-
     fields: dict[str, gr.components.Component] = {}
     with gr.Row():
         with gr.Column(scale=5):
@@ -136,7 +126,9 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                     for row_start in range(0, len(gdescs), 3):
                         with gr.Row():
                             for d in gdescs[row_start:row_start + 3]:
-                                fields[d["name"]] = _widget(d, initial(d), label(d), info(d), kid)
+                                initial = base.get("config", {}).get(d["name"], d["default"])
+                                fields[d["name"]] = _widget(d, initial, _label_renderer(d)(lang),
+                                                            _info_renderer(d)(lang), kid)
                                 ctx.tr_fn(fields[d["name"]], _label_renderer(d), attr="label")
                                 ctx.tr_fn(fields[d["name"]], _info_renderer(d), attr="info")
             with ctx.tr(gr.Accordion(t("group.launcher", lang), open=True, elem_id=f"{kid}-group-launcher"),
