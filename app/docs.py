@@ -14,10 +14,21 @@ from backends.common import config as cfgmod
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def catalog_table() -> str:
+    """The dataset catalog (presets/datasets.yaml) as a Markdown table."""
+    from backends.data import catalog
+
+    rows = ["| id | source | kinds | languages | transform | origin | size |", "|---|---|---|---|---|---|---|"]
+    for e in catalog.load_catalog():
+        rows.append(f"| `{e.id}` | {e.source} | {', '.join(e.kinds)} | {', '.join(e.languages)} | `{e.transform}` | "
+                    f"{', '.join(e.origin)} | {e.size} |")
+    return "\n".join(rows)
+
+
 def blocks() -> dict[str, str]:
     from backends import sft
 
-    return {"options:sft": cfgmod.markdown_table(sft.SFTArgs)}
+    return {"options:sft": cfgmod.markdown_table(sft.SFTArgs), "catalog": catalog_table()}
 
 
 def render(text: str) -> str:

@@ -5,7 +5,7 @@ import gradio as gr
 
 from app.context import StudioContext
 from app.i18n import LANGUAGES, t
-from app.tabs import environment, jobs, training
+from app.tabs import datasets, environment, jobs, training
 
 CSS = """
 #studio-header h1 { margin-bottom: 0; }
@@ -41,9 +41,14 @@ def build(ctx: StudioContext) -> gr.Blocks:
             trained = {}
             kinds = {tk.kind: tk for tk in training_kinds()}
             for key in TAB_ORDER:
-                with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}"):
+                with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}") as tab:
                     if key in kinds:
-                        trained[key] = training.build(ctx, kinds[key])
+                        trained[key] = comps = training.build(ctx, kinds[key])
+                        if comps["dataset_fields"]:  # list studio datasets saved since the page was built
+                            tab.select(comps["refresh_datasets"], outputs=comps["dataset_fields"], api_name=False,
+                                       show_progress="hidden")
+                    elif key == "datasets":
+                        datasets.build(ctx)
                     elif key == "jobs":
                         jobs.build(ctx, trained, tabs)
                     else:  # tabs of later issues show a one-line note until they are built

@@ -49,13 +49,14 @@ class SFTArgs:
         widget="model"))
     # ----------------------------------------------------------------------------------------- data
     dataset: str = field(default="presets/datasets/demo_sft.jsonl", metadata=_m(
-        "data", "Dataset file", "数据集文件",
-        "A .jsonl/.json/.csv/.parquet file (or a folder of them) of prompt/response rows or chat `messages` "
-        "rows; several, comma-separated, are blended. Relative paths: working dir, <data-dir>/datasets, "
-        "project root.",
-        "由 prompt/response 行或对话 `messages` 行组成的 .jsonl/.json/.csv/.parquet 文件（或其所在目录）；"
-        "多个用逗号分隔时合并使用。相对路径依次在工作目录、<数据目录>/datasets、项目根目录中查找。",
-        widget="file"))
+        "data", "Dataset", "数据集",
+        "A studio dataset (made on the Datasets tab), or a .jsonl/.json/.csv/.tsv/.parquet file (or a folder of "
+        "them) of prompt/response rows or chat `messages` rows; several, comma-separated, are blended. Relative "
+        "paths: working dir, <data-dir>/datasets, project root.",
+        "工作室数据集（在“数据集”标签页中创建），或由 prompt/response 行或对话 `messages` 行组成的 "
+        ".jsonl/.json/.csv/.tsv/.parquet 文件（或其所在目录）；多个用逗号分隔时合并使用。相对路径依次在工作目录、"
+        "<数据目录>/datasets、项目根目录中查找。",
+        widget="file", dataset_kind="sft"))
     data_split: str = field(default="", metadata=_m(
         "data", "Data split", "数据划分",
         "DeepSpeed-Chat's split of one dataset over its 3 steps, e.g. 2,4,4: SFT uses the first part (20%). "
@@ -385,7 +386,10 @@ def load_sft_data(cfg: SFTArgs, r: Resolved):
     parts = []
     for path, fmt in zip(r.datasets, r.data_formats):
         raw = datalib.load_rows(path)
-        raw = datalib.apply_data_split(raw, cfg.data_split, phase=0, seed=cfg.seed)
+        split, split_seed = datalib.split_for(path, cfg.data_split, cfg.seed)
+        if split != cfg.data_split:
+            _log(f"{path.parent.name}: data_split {split} (seed {split_seed}) from the studio dataset's card")
+        raw = datalib.apply_data_split(raw, split, phase=0, seed=split_seed)
         parts.append(datalib.to_prompt_completion(raw, template=cfg.template, prompt_column=cfg.prompt_column,
                                                   response_column=cfg.response_column,
                                                   messages_column=cfg.messages_column, fmt=fmt))

@@ -9,7 +9,8 @@ from conftest import ROOT
 
 def test_readme_option_tables_match_the_dataclasses():
     text = docs.README.read_text(encoding="utf-8")
-    assert docs.render(text) == text, "README option tables are stale: run `python -m app.docs`"
+    assert docs.render(text) == text, "README option / catalog tables are stale: run `python -m app.docs`"
+    assert "`Dahoas/rm-static`" in text and "`local/jsonfile`" in text  # the catalog block is rendered
 
 
 def test_readme_names_every_preset_and_recipe():

@@ -128,7 +128,7 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                             for d in gdescs[row_start:row_start + 3]:
                                 initial = base.get("config", {}).get(d["name"], d["default"])
                                 fields[d["name"]] = _widget(d, initial, _label_renderer(d)(lang),
-                                                            _info_renderer(d)(lang), kid)
+                                                            _info_renderer(d)(lang), kid, ctx)
                                 ctx.tr_fn(fields[d["name"]], _label_renderer(d), attr="label")
                                 ctx.tr_fn(fields[d["name"]], _info_renderer(d), attr="info")
             with ctx.tr(gr.Accordion(t("group.launcher", lang), open=True, elem_id=f"{kid}-group-launcher"),
@@ -245,8 +245,17 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
     train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command], api_name=f"{kid}_train")
     stop_btn.click(stop, inputs=job_state, outputs=None, api_name=f"{kid}_stop")
     gr.Timer(1.0).tick(refresh, inputs=job_state, outputs=[progress, plot, log], show_progress="hidden")
+    def refresh_datasets():
+        """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
+        from app.tabs.datasets import dataset_choices
+
+        ups = [gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"])) for d in dataset_descs]
+        return ups[0] if len(ups) == 1 else ups  # Gradio takes a one-output return as the value itself
+
+    dataset_descs = [d for d in descs if d.get("dataset_kind")]
     return {"fields": fields, "launch_inputs": launch_inputs, "command": command, "preview": preview,
-            "all_inputs": all_inputs, "descs": descs, "job_state": job_state}
+            "all_inputs": all_inputs, "descs": descs, "job_state": job_state, "refresh_datasets": refresh_datasets,
+            "dataset_fields": [fields[d["name"]] for d in dataset_descs]}
 
 
 def _to_widget_value(d: dict, v):
@@ -269,8 +278,13 @@ def form_values(descs: list[dict], config: dict, launcher: dict) -> list:
     return values
 
 
-def _widget(d: dict, value, label: str, info: str, kid: str):
+def _widget(d: dict, value, label: str, info: str, kid: str, ctx: StudioContext):
     eid = f"{kid}-{d['name']}"
+    if d.get("dataset_kind"):  # studio datasets of the kind + bundled samples; any path may be typed
+        from app.tabs.datasets import dataset_choices
+
+        return gr.Dropdown(dataset_choices(ctx.data_dir, d["dataset_kind"]), value=value, label=label, info=info,
+                           elem_id=eid, allow_custom_value=True)
     if d["type"] == "bool":
         return gr.Checkbox(value=bool(value), label=label, info=info, elem_id=eid)
     if d["choices"]:

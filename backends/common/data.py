@@ -16,10 +16,13 @@ Templates:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +30,13 @@ from .errors import FieldError
 from .paths import ROOT, datasets_dir
 
 TEMPLATES = ("chat", "dschat", "plain")
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 BUNDLED_DATASETS = {"demo_sft": ROOT / "presets" / "datasets" / "demo_sft.jsonl"}
 DEMO_SFT = BUNDLED_DATASETS["demo_sft"]
+# A studio dataset (made on the Datasets tab or by `python -m backends.data save`) is a folder under
+# <data-dir>/datasets holding the card and the mapped, validated rows.
+STUDIO_CARD = "studio-dataset.yaml"
+STUDIO_DATA = "data.jsonl"
 
 
 # ------------------------------------------------------------------------------------ locating
@@ -52,6 +59,8 @@ def resolve_dataset(value: str, data_dir: str | os.PathLike | None = None, *, fi
     if not p.is_absolute():
         candidates += [datasets_dir(data_dir) / p, ROOT / p]
     for c in candidates:
+        if c.is_dir() and (c / STUDIO_CARD).is_file():  # a studio dataset: its mapped rows
+            return (c / STUDIO_DATA).resolve()
         if c.is_file() or (c.is_dir() and (_is_saved_dataset(c) or data_files(c))):
             return c.resolve()
     for c in candidates:
@@ -102,85 +111,210 @@ def _kind(path: Path, field: str = "dataset") -> str:
 
 
 # --------------------------------------------------------------------------------------- reading
-def _iter_jsonl(path: Path, field: str) -> Iterable[dict]:
-    with open(path, encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise FieldError(field, f"{path.name} line {i} is not valid JSON: {e.msg}") from None
-            if not isinstance(row, dict):
-                raise FieldError(field, f"{path.name} line {i} must be a JSON object, got {type(row).__name__}")
-            yield row
+@dataclass
+class Table:
+    """A data file read into rows, with where each row came from (for messages that name the line).
+
+    `problems` holds rows that could not be read cleanly (a bad JSON line, a ragged CSV row), as
+    (row index or None, column or "", message); `strict` readers raise on the first one instead.
+    """
+    path: Path
+    format: str                       # jsonl json csv tsv parquet arrow
+    rows: list[dict]
+    where: list[str]                  # per row: "line 12", "item 3", "row 7"
+    columns: list[str]
+    problems: list[tuple[int | None, str, str]] = dc_field(default_factory=list)
 
 
-def _read_json(path: Path, field: str) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
+def _columns_of(rows: Iterable[dict]) -> list[str]:
+    cols: list[str] = []
+    seen: set[str] = set()
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    return cols
+
+
+def read_text(path: Path, field: str = "dataset") -> str:
+    """The file as text, or a FieldError saying plainly why not: empty, binary, UTF-16, not UTF-8."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise FieldError(field, f"cannot read {path.name}: {e.strerror or e}") from None
+    if not raw.strip():
+        raise FieldError(field, f"{path.name} is empty ({len(raw)} bytes)")
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise FieldError(field, f"{path.name} is UTF-16 text; save it as UTF-8")
+    head = raw[:65536]
+    if b"\x00" in head:
+        at = head.index(b"\x00")
+        raise FieldError(field, f"{path.name} is not a text file (binary data at byte {at}); "
+                                f"is it really {path.suffix.lstrip('.') or 'text'}?")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise FieldError(field, f"{path.name} is not UTF-8 text: byte 0x{raw[e.start]:02X} at line {line}. "
+                                f"Save it as UTF-8 (for GBK/GB18030 files: iconv -f GB18030 -t UTF-8 "
+                                f"{path.name} > fixed.{path.suffix.lstrip('.')})") from None
+
+
+def _jsonl_rows(path: Path, text: str, field: str, strict: bool) -> Table:
+    rows, where, problems = [], [], []
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            msg = f"{path.name} line {i} is not valid JSON: {e.msg} (column {e.colno})"
+            if strict:
+                raise FieldError(field, msg) from None
+            problems.append((None, "", msg))
+            continue
+        if not isinstance(row, dict):
+            msg = f"{path.name} line {i} must be a JSON object, got {type(row).__name__}"
+            if strict:
+                raise FieldError(field, msg)
+            problems.append((None, "", msg))
+            continue
+        rows.append(row)
+        where.append(f"line {i}")
+    if not rows:
+        if problems:
+            raise FieldError(field, problems[0][2] + (f" (and {len(problems) - 1} more bad lines; no line could "
+                                                       f"be read)" if len(problems) > 1 else ""))
+        raise FieldError(field, f"{path.name} has no rows")
+    return Table(path, "jsonl", rows, where, _columns_of(rows), problems)
+
+
+def _json_rows(path: Path, text: str, field: str, strict: bool) -> Table:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
-        return list(_iter_jsonl(path, field))  # JSON lines saved as .json
+    except json.JSONDecodeError as e:
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        try:  # JSON lines saved as .json: the first line alone is an object
+            json_lines = isinstance(json.loads(first), dict)
+        except json.JSONDecodeError:
+            json_lines = False
+        if json_lines:
+            t = _jsonl_rows(path, text, field, strict)
+            return Table(path, "jsonl", t.rows, t.where, t.columns, t.problems)
+        raise FieldError(field, f"{path.name} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if isinstance(data, dict):
         for key in ("data", "rows", "train"):
             if isinstance(data.get(key), list):
                 data = data[key]
                 break
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise FieldError(field, f"{path.name} must be a JSON list of objects (or JSON lines)")
-    return data
+    if not isinstance(data, list):
+        raise FieldError(field, f"{path.name} must be a JSON list of objects (or JSON lines), "
+                                f"got a JSON {type(data).__name__}")
+    if not data:
+        raise FieldError(field, f"{path.name} has no rows (an empty list)")
+    for i, r in enumerate(data, 1):
+        if not isinstance(r, dict):
+            raise FieldError(field, f"{path.name} item {i} must be a JSON object, got {type(r).__name__}")
+    return Table(path, "json", data, [f"item {i}" for i in range(1, len(data) + 1)], _columns_of(data))
+
+
+def _csv_rows(path: Path, text: str, field: str, strict: bool) -> Table:
+    delim = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+    try:
+        header = next(reader, None)
+        while header is not None and not any(h.strip() for h in header):
+            header = next(reader, None)
+        if header is None:
+            raise FieldError(field, f"{path.name} has no header row")
+        header = [h.strip() for h in header]
+        rows, where, problems = [], [], []
+        line = reader.line_num
+        for rec in reader:
+            start, line = line + 1, reader.line_num
+            if not rec or not any(c.strip() for c in rec):
+                continue
+            if len(rec) != len(header):
+                msg = (f"{path.name} line {start} has {len(rec)} fields, the header has {len(header)} "
+                       f"({', '.join(header)})")
+                if strict:
+                    raise FieldError(field, msg)
+                problems.append((len(rows), "", msg))
+            row = {h: (rec[j] if j < len(rec) else None) for j, h in enumerate(header)}
+            rows.append(row)
+            where.append(f"line {start}")
+    except csv.Error as e:
+        raise FieldError(field, f"{path.name} line {reader.line_num} is not valid CSV: {e}") from None
+    if not rows:
+        raise FieldError(field, f"{path.name} has a header but no rows")
+    return Table(path, "tsv" if delim == "\t" else "csv", rows, where, header, problems)
+
+
+def _parquet_rows(path: Path, field: str) -> Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise FieldError(field, f"{path.name} is not a readable parquet file: {str(e).splitlines()[0]}") from None
+    if table.num_rows == 0:
+        raise FieldError(field, f"{path.name} has 0 rows (columns: {', '.join(table.column_names) or 'none'})")
+    rows = table.to_pylist()
+    return Table(path, "parquet", rows, [f"row {i}" for i in range(1, len(rows) + 1)], list(table.column_names))
+
+
+def _arrow_rows(path: Path, field: str, split: str | None = None) -> Table:
+    ds = _load_arrow(path, split)
+    if len(ds) == 0:
+        raise FieldError(field, f"{path.name} has 0 rows")
+    rows = ds.to_list()
+    return Table(path, "arrow", rows, [f"row {i}" for i in range(1, len(rows) + 1)], list(ds.column_names))
+
+
+def read_table(path: Path, *, field: str = "dataset", strict: bool = False, split: str | None = None) -> Table:
+    """Any supported file (or a save_to_disk folder, or a folder of data files) as a Table."""
+    kind = _kind(path, field)
+    if kind == "folder":
+        files = data_files(path)
+        if not files:
+            raise FieldError(field, f"{path} holds no .jsonl/.json/.csv/.tsv/.parquet files")
+        tables = [read_table(f, field=field, strict=strict) for f in files]
+        if len(tables) == 1:
+            return tables[0]
+        rows, where, problems = [], [], []
+        for tb in tables:
+            problems += [(None if i is None else i + len(rows), c, m) for i, c, m in tb.problems]
+            rows += tb.rows
+            where += [f"{tb.path.name} {w}" for w in tb.where]
+        return Table(path, tables[0].format, rows, where, _columns_of(rows), problems)
+    if kind == "arrow":
+        return _arrow_rows(path, field, split)
+    if kind == "parquet":
+        return _parquet_rows(path, field)
+    text = read_text(path, field)
+    if kind == "jsonl":
+        return _jsonl_rows(path, text, field, strict)
+    if kind == "json":
+        return _json_rows(path, text, field, strict)
+    return _csv_rows(path, text, field, strict)
 
 
 def peek(path: Path, n: int = 5, *, field: str = "dataset") -> tuple[list[str], list[dict]]:
-    """(column names, first `n` rows), reading as little of the file as possible."""
-    kind = _kind(path, field)
-    if kind == "folder":
-        return peek(data_files(path)[0], n, field=field)
-    if kind == "jsonl":
-        rows = []
-        for row in _iter_jsonl(path, field):
-            rows.append(row)
-            if len(rows) >= n:
-                break
-    elif kind == "json":
-        rows = _read_json(path, field)[:n]
-    elif kind == "csv":
-        with open(path, encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            cols = list(reader.fieldnames or [])
-            rows = [r for _, r in zip(range(n), reader)]
-        if not rows:
-            raise FieldError(field, f"{path.name} has no rows")
-        return cols, rows
-    elif kind == "parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        cols = list(pf.schema_arrow.names)
-        rows = pf.read_row_group(0).slice(0, n).to_pylist() if pf.num_row_groups else []
-        if not rows:
-            raise FieldError(field, f"{path.name} has no rows")
-        return cols, rows
-    else:  # arrow folder
-        ds = _load_arrow(path)
-        return list(ds.column_names), [ds[i] for i in range(min(n, len(ds)))]
-    if not rows:
-        raise FieldError(field, f"{path.name} has no rows")
-    cols: list[str] = []
-    for r in rows:
-        for k in r:
-            if k not in cols:
-                cols.append(k)
-    return cols, rows
+    """(column names, first `n` rows); a bad row anywhere in the file is an error (training reads it all)."""
+    tb = read_table(path, field=field, strict=True)
+    return tb.columns, tb.rows[:n]
 
 
-def _load_arrow(path: Path):
+def _load_arrow(path: Path, split: str | None = None):
     from datasets import DatasetDict, load_from_disk
 
     ds = load_from_disk(str(path))
     if isinstance(ds, DatasetDict):
+        if split and split in ds:
+            return ds[split]
         ds = ds["train"] if "train" in ds else ds[next(iter(ds))]
     return ds
 
@@ -190,26 +324,17 @@ def load_rows(path: Path, *, field: str = "dataset"):
     from datasets import Dataset
 
     kind = _kind(path, field)
-    if kind == "folder":
-        from datasets import concatenate_datasets
-
-        return concatenate_datasets([load_rows(f, field=field) for f in data_files(path)])
     if kind == "arrow":
         return _load_arrow(path)
     if kind == "parquet":
         import pyarrow.parquet as pq
 
         return Dataset(pq.read_table(path))
-    if kind == "csv":
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    elif kind == "jsonl":
-        rows = list(_iter_jsonl(path, field))
-    else:
-        rows = _read_json(path, field)
-    if not rows:
-        raise FieldError(field, f"{path.name} has no rows")
-    return Dataset.from_list(rows)
+    if kind == "folder":
+        from datasets import concatenate_datasets
+
+        return concatenate_datasets([load_rows(f, field=field) for f in data_files(path)])
+    return Dataset.from_list(read_table(path, field=field, strict=True).rows)
 
 
 # ------------------------------------------------------------------------------------- columns
@@ -375,6 +500,31 @@ def parse_data_split(value: str, *, field: str = "data_split") -> list[float]:
     return [p / total for p in parts]
 
 
+def split_bounds(n: int, fractions: list[float]) -> list[int]:
+    """Cut points of n rows by normalised fractions, like DeepSpeed-Chat's get_raw_dataset_split_index."""
+    bounds = [0]
+    for f in fractions:
+        bounds.append(bounds[-1] + round(f * n))
+    bounds[-1] = n
+    return bounds
+
+
+def split_counts(n: int, data_split: str, eval_ratio: float) -> dict[str, int]:
+    """Rows per DeepSpeed-Chat step (sft / reward / rlhf) and the train/eval cut of step 1, for n rows."""
+    fractions = parse_data_split(data_split)
+    out: dict[str, int] = {}
+    first = n
+    if len(fractions) > 1:
+        b = split_bounds(n, fractions)
+        for i, name in enumerate(("sft", "reward", "rlhf")[:len(fractions)]):
+            out[f"step{i + 1} {name}"] = b[i + 1] - b[i]
+        first = b[1] - b[0]
+    n_eval = eval_count(first, eval_ratio)
+    out["train"] = first - n_eval
+    out["eval"] = n_eval
+    return out
+
+
 def apply_data_split(ds, data_split: str, phase: int, seed: int, *, field: str = "data_split"):
     """The rows of `phase` (0 = SFT, 1 = reward model, 2 = RLHF) under DeepSpeed-Chat's split.
 
@@ -389,10 +539,7 @@ def apply_data_split(ds, data_split: str, phase: int, seed: int, *, field: str =
     import numpy as np
 
     n = len(ds)
-    bounds = [0]
-    for f in fractions:
-        bounds.append(bounds[-1] + round(f * n))
-    bounds[-1] = n
+    bounds = split_bounds(n, fractions)
     order = np.random.RandomState(seed=seed).permutation(n)
     idx = sorted(int(i) for i in order[bounds[phase]:bounds[phase + 1]])
     if not idx:
@@ -400,12 +547,33 @@ def apply_data_split(ds, data_split: str, phase: int, seed: int, *, field: str =
     return ds.select(idx)
 
 
+def split_for(path: Path, data_split: str, seed: int) -> tuple[str, int]:
+    """The (data_split, seed) to cut `path` with: the job's own, or, when the job sets none, the split saved on
+    the studio dataset's card (so SFT, reward model and RLHF see the same disjoint parts of one dataset)."""
+    if str(data_split or "").strip():
+        return data_split, seed
+    card = Path(path).parent / STUDIO_CARD
+    if Path(path).name == STUDIO_DATA and card.is_file():
+        import yaml
+
+        info = yaml.safe_load(card.read_text(encoding="utf-8")) or {}
+        if str(info.get("data_split") or "").strip():
+            return str(info["data_split"]), int(info.get("seed", seed))
+    return data_split, seed
+
+
+def eval_count(n: int, eval_ratio: float) -> int:
+    """Eval rows out of n: at least one when eval_ratio > 0, never all of them."""
+    if eval_ratio <= 0 or n < 2:
+        return 0
+    return min(max(1, round(n * eval_ratio)), n - 1)
+
+
 def split_train_eval(ds, eval_ratio: float, seed: int):
     """(train, eval or None): a seeded split; at least one eval row when eval_ratio > 0 and rows allow it."""
-    if eval_ratio <= 0 or len(ds) < 2:
+    n_eval = eval_count(len(ds), eval_ratio)
+    if not n_eval:
         return ds, None
-    n_eval = max(1, round(len(ds) * eval_ratio))
-    n_eval = min(n_eval, len(ds) - 1)
     parts = ds.train_test_split(test_size=n_eval, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
 

@@ -1,0 +1,1 @@
+"""Studio datasets: loading, validation and the bundled samples."""

@@ -1,0 +1,133 @@
+"""Studio datasets: named, validated, mapped datasets under <data-dir>/datasets/<name>/ that every
+training tab lists.
+
+  <name>/studio-dataset.yaml   the card: kind, rows, source, mapping, transform, split, report summary
+  <name>/data.jsonl            the rows in the kind's shape (prompt/response, prompt/chosen/rejected, ...)
+  <name>/images/               (images) the image files; data.jsonl holds file_name/text
+
+A save writes a temporary folder and renames it into place: a crash leaves no half-written dataset.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+from backends.common import paths
+from backends.common.data import STUDIO_CARD, STUDIO_DATA
+from backends.common.errors import FieldError
+
+from .report import Report
+
+NAME_RE = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][\w\u4e00-\u9fff.-]{0,63}$")
+RESERVED = {"uploads", "hub", "local", "samples"}
+
+
+def check_name(name: str) -> str:
+    n = str(name or "").strip()
+    if not n:
+        raise FieldError("name", "is empty: give the studio dataset a name, e.g. my-sft-set")
+    if not NAME_RE.match(n) or n.endswith("."):
+        raise FieldError("name", f"{n!r}: use letters, digits, '-', '_' or '.' (at most 64), starting with a "
+                                 f"letter or digit")
+    if n.lower() in RESERVED:
+        raise FieldError("name", f"{n!r} is reserved for {', '.join(sorted(RESERVED))} folders; choose another")
+    return n
+
+
+def save(name: str, rows: list[dict], report: Report, *, data_dir, source: str, data_split: str = "",
+         eval_ratio: float = 0.0, seed: int = 1234, overwrite: bool = False,
+         image_folder: Path | None = None) -> Path:
+    """Writes the studio dataset and returns its folder."""
+    name = check_name(name)
+    if not report.usable:
+        raise FieldError("dataset", f"cannot save {source}: {report.fatal or 'no usable rows'}")
+    root = paths.datasets_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / name
+    if target.exists() and not overwrite:
+        raise FieldError("name", f"a studio dataset named {name!r} exists; choose another name or overwrite it")
+    if target.exists() and not (target / STUDIO_CARD).is_file():
+        raise FieldError("name", f"{target} exists and is not a studio dataset; choose another name")
+    tmp = root / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        with open(tmp / STUDIO_DATA, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        if report.kind == "images":
+            if image_folder is None:
+                raise FieldError("dataset", "image rows need their image folder")
+            (tmp / "images").mkdir()
+            for r in rows:
+                dest = tmp / "images" / r["file_name"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(image_folder / r["file_name"], dest)
+            # the imagefolder convention: metadata.jsonl next to the images
+            shutil.copyfile(tmp / STUDIO_DATA, tmp / "images" / "metadata.jsonl")
+        card = {
+            "name": name,
+            "kind": report.kind,
+            "rows": len(rows),
+            "source": source,
+            "format": report.format,
+            "mapping": {k: v for k, v in report.mapping.items() if v},
+            "transform": report.transform,
+            "data_split": data_split,
+            "eval_ratio": eval_ratio,
+            "seed": seed,
+            "splits": report.splits,
+            "languages": report.languages,
+            "dropped": report.dropped,
+            "problems": report.counts,
+            "token_stats": report.token_stats,
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        (tmp / STUDIO_CARD).write_text(yaml.safe_dump(card, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        if target.exists():
+            old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def read_card(folder: Path) -> dict:
+    card = yaml.safe_load((folder / STUDIO_CARD).read_text(encoding="utf-8")) or {}
+    card.setdefault("name", folder.name)
+    card["path"] = str(folder)
+    return card
+
+
+def list_datasets(data_dir, kind: str | None = None) -> list[dict]:
+    """The studio datasets' cards, newest first; `kind` keeps those of one kind."""
+    root = paths.datasets_dir(data_dir)
+    out = []
+    if root.is_dir():
+        for d in root.iterdir():
+            if d.is_dir() and not d.name.startswith(".") and (d / STUDIO_CARD).is_file():
+                try:
+                    card = read_card(d)
+                except (OSError, yaml.YAMLError):
+                    continue
+                if kind is None or card.get("kind") == kind:
+                    out.append(card)
+    out.sort(key=lambda c: str(c.get("created", "")), reverse=True)
+    return out
+
+
+def card_for(dataset_path: str | os.PathLike) -> dict | None:
+    """The card of the studio dataset a resolved dataset file belongs to (None for other files)."""
+    p = Path(dataset_path)
+    folder = p.parent if p.name == STUDIO_DATA else p
+    return read_card(folder) if (folder / STUDIO_CARD).is_file() else None
