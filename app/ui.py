@@ -5,7 +5,7 @@ import gradio as gr
 
 from app.context import StudioContext
 from app.i18n import LANGUAGES, t
-from app.tabs import datasets, environment, jobs, training
+from app.tabs import compare, datasets, environment, jobs, training
 
 CSS = """
 #studio-header h1 { margin-bottom: 0; }
@@ -49,6 +49,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                                        show_progress="hidden")
                     elif key == "datasets":
                         datasets.build(ctx)
+                    elif key == "compare":
+                        comps = compare.build(ctx)
+                        tab.select(comps["refresh"], outputs=[comps["base"], comps["tuned"], comps["reward"]],
+                                   api_name=False, show_progress="hidden")
                     elif key == "jobs":
                         jobs.build(ctx, trained, tabs)
                     else:  # tabs of later issues show a one-line note until they are built

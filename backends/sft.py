@@ -25,7 +25,7 @@ from typing import Any
 
 from backends.common import config as cfglib
 from backends.common import data as datalib
-from backends.common import modeling
+from backends.common import modeling, paths
 from backends.common.errors import FieldError
 from backends.common.paths import ROOT
 
@@ -215,19 +215,8 @@ def _ensure_args(cfg: SFTArgs | dict) -> SFTArgs:
     return cfglib.from_dict(SFTArgs, cfg)
 
 
-def _inside(child: Path, parent: Path) -> bool:
-    try:
-        child.resolve().relative_to(parent.resolve())
-        return True
-    except ValueError:
-        return False
 
 
-def resolve_run_dir(cfg: SFTArgs) -> Path:
-    p = Path(cfg.run_dir or "runs/manual").expanduser()
-    if not p.is_absolute():
-        p = (Path(cfg.data_dir).expanduser() / p) if cfg.data_dir else (Path.cwd() / p)
-    return p.resolve()
 
 
 def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
@@ -241,16 +230,6 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return best
 
 
-def _has_chat_template(model_path: str) -> bool:
-    p = Path(model_path)
-    if not p.is_dir():
-        return True  # hub id: cannot tell cheaply
-    if (p / "chat_template.jinja").is_file() or (p / "chat_template.json").is_file():
-        return True
-    try:
-        return bool(json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError):
-        return False
 
 
 def resolve(cfg: SFTArgs) -> Resolved:
@@ -260,8 +239,8 @@ def resolve(cfg: SFTArgs) -> Resolved:
         raise FieldError("data_dir", f"folder not found: {cfg.data_dir}")
 
     # run dir (everything the run writes) must stay inside the data dir when one is set
-    run_dir = resolve_run_dir(cfg)
-    if dd is not None and not _inside(run_dir, dd):
+    run_dir = paths.run_dir_of(cfg.run_dir, cfg.data_dir, "runs/manual")
+    if dd is not None and not paths.inside(run_dir, dd):
         raise FieldError("run_dir", f"{run_dir} is outside the data dir {dd}; use a path inside it "
                                     f"(e.g. runs/<name>)")
     output_dir, checkpoints_dir = run_dir / "output", run_dir / "checkpoints"
@@ -271,7 +250,7 @@ def resolve(cfg: SFTArgs) -> Resolved:
     model_config = modeling.check_model_dir(model_path, original=cfg.model_name_or_path)
     if cfg.use_lora:
         modeling.check_target_modules(model_config, modeling.parse_modules(cfg.lora_target_modules))
-    if cfg.template == "chat" and not _has_chat_template(model_path):
+    if cfg.template == "chat" and not modeling.has_chat_template(model_path):
         raise FieldError("template", f"the model at {cfg.model_name_or_path} has no chat template; "
                                      "use dschat or plain")
     max_pos = model_config.get("max_position_embeddings")

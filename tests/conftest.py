@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -129,3 +131,68 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+DEMO_RECIPE = ROOT / "presets" / "recipes" / "cpu-demo-smollm2.yaml"
+
+
+@pytest.fixture(scope="session")
+def demo_sft_run(prepared_data_dir):
+    """The demo recipe (30 LoRA steps of SmolLM2 on the demo set) run once per test session with
+    `python -m backends.sft`, in the shared data dir: (proc, run folder, its name under the data dir)."""
+    name = f"runs/pytest-demo-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir",
+                           str(prepared_data_dir), "--run_dir", name], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=1800, check=False)
+    yield SimpleNamespace(proc=proc, run=prepared_data_dir / name, name=name)
+    shutil.rmtree(prepared_data_dir / name, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def demo_adapter(demo_sft_run) -> Path:
+    """The LoRA adapter the demo recipe trains (its output folder, with studio.json)."""
+    p = demo_sft_run.proc
+    assert p.returncode == 0, "\n".join((p.stdout + p.stderr).splitlines()[-40:])
+    return demo_sft_run.run / "output"
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model(prepared_data_dir, tmp_path_factory) -> Path:
+    """SmolLM2 with a one-label classification head (random head): proves the reward plumbing, not taste."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src = prepared_data_dir / "models" / "smollm2-135m-instruct"
+    out = tmp_path_factory.mktemp("reward-model")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(src), num_labels=1)
+    tok = AutoTokenizer.from_pretrained(str(src))
+    model.config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+_NEUTRAL_JS = """(pairs) => {
+  const fix = (t) => { for (const [re, to] of pairs) t = t.replace(new RegExp(re, 'g'), to); return t; };
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n = walker.nextNode(); n; n = walker.nextNode()) n.nodeValue = fix(n.nodeValue);
+  for (const el of document.querySelectorAll('textarea, input')) el.value = fix(el.value);
+}"""
+
+
+def doc_screenshot(page, name: str, data_dir: Path | None = None, **kw) -> None:
+    """Saves docs/<name>, with this machine's paths (checkout, data dir, pytest's tmp) shown as neutral ones:
+    the repository must not name a machine path. Only the rendered text changes, just before the capture."""
+    import re
+
+    pairs = []
+    if data_dir is not None:
+        pairs.append([re.escape(str(data_dir)), "~/finetune-studio/data"])
+    pairs += [[re.escape(str(ROOT / ".cache" / "test-data")), "~/finetune-studio/data"],
+              [re.escape(str(ROOT)), "~/finetune-studio"],
+              [r"/tmp/pytest-of-[^/\s]+/pytest-\d+/[^/\s]+", "/tmp/studio"]]
+    page.evaluate(_NEUTRAL_JS, pairs)
+    DOCS.mkdir(exist_ok=True)
+    page.screenshot(path=str(DOCS / name), **kw)

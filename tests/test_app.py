@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import DOCS, ROOT, free_port, wait_http
+from conftest import ROOT, doc_screenshot, free_port, wait_http
 
 FLAGS = ["--listen", "--share", "--port", "--auth", "--auth-file", "--data-dir", "--offline",
          "--skip-install", "--tests", "--api", "--no-prepare"]
@@ -130,8 +130,7 @@ def test_environment_tab_shows_torch_and_cores(start_studio, page, tmp_path):
     # the copy-report block holds the same facts as text
     report_text = page.locator("#env-report-text textarea").input_value()
     assert f"torch: {torch.__version__}" in report_text
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "environment.png"), full_page=True)
+    doc_screenshot(page, "environment.png", full_page=True)
 
 
 @pytest.mark.browser

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import DOCS
+from conftest import doc_screenshot
 
 pytestmark = [pytest.mark.browser]
 
@@ -59,8 +59,7 @@ def test_upload_map_validate_save_then_sft_lists_it(start_studio, studio_data_di
     page.locator("#ds-save").click()
     page.wait_for_function("() => document.querySelector('#ds-studio-list').innerText.includes('my-pairs')",
                            timeout=60_000)
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "datasets.png"), full_page=True)
+    doc_screenshot(page, "datasets.png", studio_data_dir, full_page=True)
     saved = studio_data_dir / "datasets" / "my-pairs"
     first = json.loads((saved / "data.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert first == {"prompt": "Question 0?", "response": "Answer 0."}

@@ -229,16 +229,16 @@ def test_cli_bad_value_exits_2_naming_the_field(prepared_data_dir):
 
 # --------------------------------------------------------------------------------- real training
 @pytest.mark.slow
-def test_lora_sft_one_process_learns_the_demo_style(prepared_data_dir, run_dir_name):
-    dd = prepared_data_dir
+def test_lora_sft_one_process_learns_the_demo_style(demo_sft_run):
+    """The demo recipe run once per session by `python -m backends.sft` (conftest's demo_sft_run; the A/B
+    compare tests use the same adapter)."""
     recipe = C.load_config(SFTArgs, DEMO_RECIPE, kind="sft")
     steps, every = recipe.max_steps, recipe.save_steps
     assert steps <= 40 and recipe.eval_steps == every and steps % every == 0
-    proc = _run([sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir", str(dd),
-                 "--run_dir", run_dir_name], threads=2, timeout=1200)
+    proc = demo_sft_run.proc
     assert proc.returncode == 0, _tail(proc)
     assert f"step {steps}/{steps}" in proc.stdout and "tok/s" in proc.stdout
-    run = dd / run_dir_name
+    run = demo_sft_run.run
 
     recs = read_metrics(run / "metrics.jsonl")
     assert recs[0]["event"] == "start" and recs[0]["total_steps"] == steps

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from app.jobs import JobStore
-from conftest import DOCS
+from conftest import doc_screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -32,8 +32,7 @@ def test_sft_tab_trains_streams_log_and_loss_then_jobs_tab_reruns(start_studio, 
                                      .some(e => /value: [0-9]/.test(e.getAttribute('aria-label')))""",
                            timeout=600_000)
     assert "step" in page.locator("#sft-progress").inner_text()
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "sft.png"))
+    doc_screenshot(page, "sft.png", studio_data_dir)
     assert "[studio]" in log.input_value()
 
     # Jobs tab: the job is listed; picking it shows its log and command; Re-run with edits fills the form
@@ -46,7 +45,7 @@ def test_sft_tab_trains_streams_log_and_loss_then_jobs_tab_reruns(start_studio, 
     page.wait_for_function("() => document.querySelector('#jobs-command').innerText.includes('backends.sft')",
                            timeout=30_000)
     page.locator("#jobs-progress").get_by_text("succeeded").wait_for(timeout=600_000)
-    page.screenshot(path=str(DOCS / "jobs.png"))
+    doc_screenshot(page, "jobs.png", studio_data_dir)
     page.locator("#jobs-rerun").click()
     page.locator("#sft-train").wait_for(state="visible", timeout=30_000)
     assert page.locator("#sft-max_steps input, #sft-max_steps textarea").first.input_value() == "3"

@@ -29,7 +29,7 @@ from backends.common.paths import ROOT
 from backends.common.paths import data_dir as _data_dir
 from backends.common.paths import runs_dir as _runs_dir
 
-from .launcher import LaunchSpec, build_command, default_cores, module_for, render_command_sh
+from .launcher import LaunchSpec, build_command, default_cores, default_spec, module_for, render_command_sh
 from .launcher import preview_command as _preview_command
 from .store import ACTIVE, JobStore
 from .summary import summarize
@@ -155,11 +155,19 @@ class Engine:
 
     # ------------------------------------------------------------------ public API
     def submit(
-        self, kind: str, config: dict, spec: LaunchSpec | dict, recipe: str = "", meta: dict | None = None
+        self,
+        kind: str,
+        config: dict,
+        spec: LaunchSpec | dict | None = None,
+        recipe: str = "",
+        meta: dict | None = None,
     ) -> str:
-        """Validate, write runs/<id>/{config.yaml, command.sh, launcher files}, queue. Returns the job id."""
+        """Validate, write runs/<id>/{config.yaml, command.sh, launcher files}, queue. Returns the job id.
+        Without a spec the kind's default launch is used (launcher.KIND_LAUNCH_DEFAULTS)."""
         module_for(kind)
-        if not isinstance(spec, LaunchSpec):
+        if spec is None:
+            spec = default_spec(kind)
+        elif not isinstance(spec, LaunchSpec):
             spec = LaunchSpec.from_dict(spec)
         spec.validate()
         if not isinstance(config, dict):
@@ -202,8 +210,10 @@ class Engine:
         self._wake.set()
         return job_id
 
-    def preview_command(self, kind: str, config: dict, spec: LaunchSpec | dict) -> str:
-        if not isinstance(spec, LaunchSpec):
+    def preview_command(self, kind: str, config: dict, spec: LaunchSpec | dict | None = None) -> str:
+        if spec is None:
+            spec = default_spec(kind)
+        elif not isinstance(spec, LaunchSpec):
             spec = LaunchSpec.from_dict(spec)
         return _preview_command(
             kind, config, spec, data_dir=self.data_dir, cores=self.cores, offline=self.offline

@@ -51,6 +51,11 @@ KIND_MODULES: dict[str, str] = {
     "sd_distill_lora": "backends.sd_distill_lora",
     "ab_eval": "backends.ab_eval",
 }
+# How a kind is launched when the caller gives no launch spec (every other kind: LaunchSpec()'s defaults).
+# The A/B evaluation is one process of inference: no accelerate, no DeepSpeed.
+KIND_LAUNCH_DEFAULTS: dict[str, dict] = {
+    "ab_eval": {"launcher": "python", "preset": "cpu", "num_processes": 1},
+}
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$")
 _HOSTFILE_LINE = re.compile(r"^(?P<host>\S+)\s+slots\s*=\s*(?P<slots>\d+)$")
@@ -60,6 +65,11 @@ def module_for(kind: str) -> str:
     if kind not in KIND_MODULES:
         raise FieldError("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(KIND_MODULES))}")
     return KIND_MODULES[kind]
+
+
+def default_spec(kind: str) -> LaunchSpec:
+    """The launch spec a job of `kind` gets when none is given."""
+    return LaunchSpec.from_dict(KIND_LAUNCH_DEFAULTS.get(kind))
 
 
 def free_port() -> int:

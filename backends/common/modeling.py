@@ -63,6 +63,19 @@ def resolve_model(value: str, data_dir: str | os.PathLike | None = None, *,
     return str(p)
 
 
+def has_chat_template(model_path: str) -> bool:
+    """Whether a local model folder's tokenizer has a chat template (a hub id: assumed yes)."""
+    p = Path(model_path)
+    if not p.is_dir():
+        return True  # hub id: cannot tell cheaply
+    if (p / "chat_template.jinja").is_file() or (p / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError):
+        return False
+
+
 def check_model_dir(path: str, *, field: str = "model_name_or_path", original: str | None = None) -> dict:
     """config.json of a local model folder (or {} for a hub id); FieldError when the folder is no model."""
     shown = original or path

@@ -48,3 +48,20 @@ def runs_dir(dd: str | os.PathLike | None = None) -> Path:
 
 def datasets_dir(dd: str | os.PathLike | None = None) -> Path:
     return data_dir(dd) / "datasets"
+
+
+def inside(child: str | os.PathLike, parent: str | os.PathLike) -> bool:
+    """Whether `child` is `parent` or below it (symlinks resolved)."""
+    try:
+        Path(child).resolve().relative_to(Path(parent).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def run_dir_of(run_dir: str, data_dir: str, default: str = "runs/manual") -> Path:
+    """A backend's run folder: relative to the data dir when one is set, else to the working dir."""
+    p = Path(run_dir or default).expanduser()
+    if not p.is_absolute():
+        p = (Path(data_dir).expanduser() / p) if data_dir else (Path.cwd() / p)
+    return p.resolve()

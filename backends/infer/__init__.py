@@ -1,0 +1,1 @@
+"""Inference for the A/B compare tab: chat (base vs fine-tuned)."""

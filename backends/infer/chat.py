@@ -1,0 +1,497 @@
+"""Chat A/B: the base model and a fine-tuned result answer the same prompt, streamed side by side.
+
+Sides. A side is a model folder (`bundled:smollm2`, any HF folder), a training result (`runs/<job>/output`
+holding a PEFT adapter or a full model, with its studio.json), or `job:<id>`.
+
+Memory. When the fine-tuned side is a LoRA adapter on the chosen base, the base is loaded once as a
+`PeftModel` and both answers come from one batched `generate` call in which the base row runs with the
+adapter disabled (peft's mixed-adapter batch, `adapter_names=["__base__", <adapter>]`): one copy of the
+weights, and both answers advance together token by token. `answer_one(..., adapter=False)` is the same
+toggle through `PeftModel.disable_adapter()`, for a single side. Two different models (a full fine-tune,
+another base) run in two threads, each with its own model; models stay cached in a small LRU.
+
+Sampling. Greedy by default. With sampling, one seed is set before the call; a mixed batch draws both rows
+from one seeded stream, and two separate models run one after the other, each from the same seed, so
+identical models give identical answers and a run can be repeated.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from backends.common import data as datalib
+from backends.common import modeling, paths
+from backends.common.errors import FieldError
+
+MAX_NEW_TOKENS_LIMIT = 4096
+CACHE_SIZE = 3
+
+
+# ---------------------------------------------------------------------------------------- sides
+@dataclass(frozen=True)
+class Side:
+    label: str            # what the page shows
+    kind: str             # "model" (a plain model folder / full fine-tune) or "adapter"
+    model_path: str       # the folder to load (for an adapter: its base)
+    adapter_path: str = ""
+    template: str = ""    # the template it was trained with ("" = unknown)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.model_path, self.adapter_path
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return a == b
+
+
+def resolve_side(value: str, data_dir=None, *, field: str = "model") -> Side:
+    """A Side from what the user picked; FieldError names the field when it cannot be used."""
+    v = str(value or "").strip()
+    if not v:
+        raise FieldError(field, "is empty: pick a model or a finished job's result")
+    dd = paths.data_dir(data_dir)
+    if v.startswith("job:"):
+        job = v.split(":", 1)[1]
+        out = paths.runs_dir(dd) / job / "output"
+        if not out.is_dir() or not any(out.iterdir()):
+            raise FieldError(field, f"job {job} has no output at {out} (did it finish? see the Jobs tab)")
+        v = str(out)
+    p = Path(v).expanduser()
+    if not p.is_absolute() and not v.startswith("bundled:") and (dd / p).exists():
+        p = dd / p
+    if p.is_dir() and (p / "adapter_config.json").is_file():
+        info = modeling.read_studio_json(p)
+        base = info.get("base_model") or json.loads((p / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path", "")
+        base = modeling.resolve_model(base, dd, field=field)
+        if not Path(base).is_dir() and info.get("base_model_ref"):  # made in another data dir: bundled:smollm2
+            base = modeling.resolve_model(info["base_model_ref"], dd, field=field)
+        if not Path(base).is_dir():
+            raise FieldError(field, f"the adapter at {p} was trained on {base}, which is not a local folder here")
+        return Side(_label(p, info), "adapter", str(Path(base).resolve()), str(p.resolve()), info.get("template", ""))
+    path = modeling.resolve_model(v, dd, field=field)
+    if not Path(path).is_dir():
+        if p.parts[-1:] == ("output",) or "runs" in p.parts:
+            raise FieldError(field, f"no training output at {v} (the job may have failed or been deleted)")
+        raise FieldError(field, f"model folder not found: {v} (a local folder with config.json, or bundled:smollm2)")
+    modeling.check_model_dir(path, field=field, original=v)
+    info = modeling.read_studio_json(path)
+    return Side(_label(Path(path), info) if info else v, "model", str(Path(path).resolve()), "",
+                info.get("template", ""))
+
+
+def _label(p: Path, info: dict) -> str:
+    if p.name == "output" and p.parent.parent.name == "runs":
+        return f"{p.parent.name} ({info.get('kind', 'result')}{', LoRA' if info.get('adapter') else ''})"
+    return p.name
+
+
+def check_pair(base: Side, tuned: Side) -> None:
+    """An adapter must sit on the base it was trained on."""
+    if tuned.kind == "adapter" and base.kind == "model" and not _same_path(tuned.model_path, base.model_path):
+        raise FieldError("finetuned", f"the adapter {tuned.label} was trained on {tuned.model_path}, not on the "
+                                      f"chosen base {base.model_path}; choose that base (or another result)")
+
+
+# ---------------------------------------------------------------------------------------- cache
+class ModelCache:
+    """Loaded models, least recently used dropped first. An entry is (model, tokenizer, lock); a PeftModel
+    entry is keyed by its base and holds every adapter loaded onto it (one copy of the base weights)."""
+
+    def __init__(self, size: int = CACHE_SIZE):
+        self.size = size
+        self._d: OrderedDict[str, dict] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, model_path: str) -> dict:
+        with self._lock:
+            e = self._d.get(model_path)
+            if e is not None:
+                self._d.move_to_end(model_path)
+                return e
+        model = modeling.load_causal_lm(model_path)
+        model.eval()
+        tok = modeling.load_tokenizer(model_path)
+        e = {"model": model, "tok": tok, "adapters": {}, "lock": threading.Lock()}
+        with self._lock:
+            self._d[model_path] = e
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+        return e
+
+    def get(self, side: Side) -> tuple[Any, Any, str, threading.Lock]:
+        """(model, tokenizer, adapter name or "", lock to hold while generating)."""
+        e = self._entry(side.model_path)
+        if not side.adapter_path:
+            return e["model"], e["tok"], "", e["lock"]
+        with e["lock"]:
+            name = e["adapters"].get(side.adapter_path)
+            if name is None:
+                from peft import PeftModel
+
+                name = f"ab{len(e['adapters'])}"
+                if hasattr(e["model"], "peft_config"):
+                    e["model"].load_adapter(side.adapter_path, adapter_name=name)
+                else:
+                    e["model"] = PeftModel.from_pretrained(e["model"], side.adapter_path, adapter_name=name)
+                e["model"].eval()
+                e["adapters"][side.adapter_path] = name
+        return e["model"], e["tok"], name, e["lock"]
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return [f"{Path(k).name}" + (f" (+{len(v['adapters'])} adapter)" if v["adapters"] else "")
+                    for k, v in self._d.items()]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+        import gc
+
+        gc.collect()
+
+
+CACHE = ModelCache()
+
+
+# ------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class GenSettings:
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.0
+    seed: int = 1234
+
+    def validated(self) -> GenSettings:
+        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise FieldError("max_new_tokens", f"must be a whole number from 1 to {MAX_NEW_TOKENS_LIMIT}, "
+                                               f"got {self.max_new_tokens!r}")
+        if self.do_sample and not 0 < self.temperature <= 5:
+            raise FieldError("temperature", f"must be in (0, 5], got {self.temperature!r}")
+        if not 0 < self.top_p <= 1:
+            raise FieldError("top_p", f"must be in (0, 1], got {self.top_p!r}")
+        if not isinstance(self.top_k, int) or self.top_k < 0:
+            raise FieldError("top_k", f"must be a whole number >= 0, got {self.top_k!r}")
+        if not 0.5 <= self.repetition_penalty <= 3:
+            raise FieldError("repetition_penalty", f"must be in [0.5, 3], got {self.repetition_penalty!r}")
+        return self
+
+    def generate_kwargs(self) -> dict:
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                              "repetition_penalty": self.repetition_penalty}
+        if self.do_sample:
+            kw.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        else:  # greedy: clear the sampling defaults a generation_config may carry (avoids warnings)
+            kw.update(temperature=None, top_p=None, top_k=None)
+        return kw
+
+
+def pick_template(template: str, tuned: Side | None, tok) -> str:
+    """'auto': the fine-tuned side's training template, else the chat template when the tokenizer has one."""
+    t = (template or "auto").strip()
+    if t == "auto":
+        t = (tuned.template if tuned and tuned.template else "") or (
+            "chat" if getattr(tok, "chat_template", None) else "dschat")
+    if t not in datalib.TEMPLATES:
+        raise FieldError("template", f"must be auto or one of {', '.join(datalib.TEMPLATES)}; got {template!r}")
+    return t
+
+
+def render(history: list[dict[str, str]], prompt: str, template: str, tok) -> str:
+    """The text a side is given: its own history + the new user turn, in the training template."""
+    turns = [*history, {"role": "user", "content": prompt}]
+    return datalib.format_prompt(turns, template, tok)
+
+
+def context_of(model) -> int | None:
+    cfg = getattr(model, "config", None)
+    n = getattr(cfg, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) else None
+
+
+def check_length(tok, model, texts: list[str], max_new_tokens: int) -> None:
+    ctx = context_of(model)
+    if ctx is None:
+        return
+    for text in texts:
+        n = len(tok(text, add_special_tokens=False)["input_ids"])
+        if n >= ctx:
+            raise FieldError("prompt", f"is {n} tokens with the history and template, longer than the model's "
+                                       f"context of {ctx}; shorten it or Clear the history")
+        if n + max_new_tokens > ctx:
+            raise FieldError("max_new_tokens", f"{max_new_tokens} new tokens after a {n}-token prompt exceed the "
+                                               f"model's context of {ctx}; use at most {ctx - n}")
+
+
+# ----------------------------------------------------------------------------------- streaming
+class _RowStreamer:
+    """A transformers streamer for a batch: collects each row's new tokens (generate calls `put` with the
+    prompt first, then once per step with one token per row) and posts (tag, row, token ids) to a queue."""
+
+    def __init__(self, q: queue.Queue, tags: list[str], eos_ids: set[int]):
+        self.q, self.tags, self.eos = q, tags, eos_ids
+        self.prompt_seen = False
+        self.ids: list[list[int]] = [[] for _ in tags]
+        self.done = [False] * len(tags)
+
+    def put(self, value) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, tok_id in enumerate(value.reshape(-1).tolist()):
+            if self.done[row]:
+                continue
+            if tok_id in self.eos:
+                self.done[row] = True
+                continue
+            self.ids[row].append(tok_id)
+        self.q.put(("step", [list(x) for x in self.ids], self.tags))
+
+    def end(self) -> None:
+        self.q.put(("end", [list(x) for x in self.ids], self.tags))
+
+
+class _StopOnEvent:
+    """A StoppingCriteria that ends generation when the user presses Stop."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
+def _eos_ids(tok, model) -> set[int]:
+    ids = set()
+    for v in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(v, int):
+            ids.add(v)
+        elif isinstance(v, (list, tuple)):
+            ids.update(int(x) for x in v)
+    return ids
+
+
+def _generate(model, tok, texts: list[str], settings: GenSettings, streamer, stop: threading.Event,
+              adapter_names: list[str] | None = None) -> None:
+    import torch
+    from transformers import StoppingCriteriaList
+
+    tok.padding_side = "left"
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    kw = settings.generate_kwargs()
+    if adapter_names is not None:
+        kw["adapter_names"] = adapter_names
+    with torch.no_grad():
+        model.generate(**enc, **kw, streamer=streamer, pad_token_id=tok.pad_token_id,
+                       stopping_criteria=StoppingCriteriaList([_StopOnEvent(stop)]))
+
+
+def _seed(seed: int) -> None:
+    from transformers import set_seed
+
+    set_seed(seed)
+
+
+@dataclass
+class Pair:
+    """The two requests of one A/B turn."""
+    base: Side
+    tuned: Side
+    text_base: str
+    text_tuned: str
+
+
+def stream_pair(pair: Pair, settings: GenSettings, stop: threading.Event | None = None,
+                cache: ModelCache = CACHE) -> Iterator[tuple[str, str]]:
+    """Yields (base answer so far, fine-tuned answer so far) while both are generated; the last yield is final."""
+    settings = settings.validated()
+    stop = stop or threading.Event()
+    q: queue.Queue = queue.Queue()
+    texts = {"base": "", "tuned": ""}
+    errors: list[BaseException] = []
+    jobs = []  # (thread target) in the order they should run
+
+    shared = pair.tuned.kind == "adapter" and _same_path(pair.tuned.model_path, pair.base.model_path) \
+        and pair.base.kind == "model"
+    same_model = pair.base.key == pair.tuned.key
+    if shared or same_model:
+        model, tok, name, lock = cache.get(pair.tuned)
+        check_length(tok, model, [pair.text_base, pair.text_tuned], settings.max_new_tokens)
+        # per-row adapters of a PeftModel: the base row runs with the adapter disabled ("__base__")
+        names = [("" if shared else name) or "__base__", name or "__base__"] if hasattr(model, "peft_config") \
+            else None
+
+        def run_batch():
+            with lock:
+                _seed(settings.seed)
+                _generate(model, tok, [pair.text_base, pair.text_tuned], settings,
+                          _RowStreamer(q, ["base", "tuned"], _eos_ids(tok, model)), stop, names)
+        jobs.append(run_batch)
+        decoders = {"base": tok, "tuned": tok}
+    else:
+        loaded = {}
+        for tag, side, text in (("base", pair.base, pair.text_base), ("tuned", pair.tuned, pair.text_tuned)):
+            model, tok, name, lock = cache.get(side)
+            check_length(tok, model, [text], settings.max_new_tokens)
+            loaded[tag] = (model, tok, name, lock, text)
+        decoders = {tag: v[1] for tag, v in loaded.items()}
+
+        def runner(tag):
+            model, tok, name, lock, text = loaded[tag]
+
+            def run():
+                with lock:
+                    if settings.do_sample:
+                        _seed(settings.seed)
+                    # a PeftModel shared with other adapters: this side uses only its own (or none)
+                    names = [name or "__base__"] if hasattr(model, "peft_config") else None
+                    _generate(model, tok, [text], settings, _RowStreamer(q, [tag], _eos_ids(tok, model)), stop, names)
+            return run
+        jobs += [runner("base"), runner("tuned")]
+
+    def guarded(fn):
+        def run():
+            try:
+                fn()
+            except BaseException as e:  # reported to the caller, not lost in a thread
+                errors.append(e)
+                q.put(("error", [], []))
+        return run
+
+    if settings.do_sample and len(jobs) == 2:  # same seed for both: one after the other
+        def both():
+            for fn in jobs:
+                guarded(fn)()
+        threads = [threading.Thread(target=both, daemon=True)]
+        expected_ends = 2
+    else:
+        threads = [threading.Thread(target=guarded(fn), daemon=True) for fn in jobs]
+        expected_ends = len(jobs)
+    for th in threads:
+        th.start()
+    ends = 0
+    failed = False
+    while ends < expected_ends and not failed:
+        msgs = [q.get()]
+        while True:  # coalesce: decode only the newest ids of each side once per wake-up
+            try:
+                msgs.append(q.get_nowait())
+            except queue.Empty:
+                break
+        latest: dict[str, list[int]] = {}
+        for what, ids, tags in msgs:
+            if what == "error":
+                failed = True
+            ends += what == "end"
+            latest.update(zip(tags, ids))
+        for tag, row_ids in latest.items():
+            # a character cut in half by the last token shows as U+FFFD until its next token arrives
+            texts[tag] = decoders[tag].decode(row_ids, skip_special_tokens=True).rstrip("\ufffd")
+        if not failed:
+            yield texts["base"].strip(), texts["tuned"].strip()
+    for th in threads:
+        th.join(timeout=60)
+    if errors:
+        raise errors[0]
+    yield texts["base"].strip(), texts["tuned"].strip()
+
+
+def answer_pair(pair: Pair, settings: GenSettings, cache: ModelCache = CACHE) -> tuple[str, str]:
+    final = ("", "")
+    for final in stream_pair(pair, settings, cache=cache):
+        pass
+    return final
+
+
+def answer_one(side: Side, text: str, settings: GenSettings, *, adapter: bool = True,
+               cache: ModelCache = CACHE) -> str:
+    """One side alone; with adapter=False an adapter side answers as its base through disable_adapter()."""
+    import contextlib
+
+    import torch
+
+    settings = settings.validated()
+    model, tok, name, lock = cache.get(side)
+    check_length(tok, model, [text], settings.max_new_tokens)
+    with lock:
+        use = bool(name) and adapter
+        if use:
+            model.set_adapter(name)
+        # a base shared with loaded adapters answers as the plain base with them disabled
+        ctx = model.disable_adapter() if (hasattr(model, "peft_config") and not use) else contextlib.nullcontext()
+        _seed(settings.seed)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        with ctx, torch.no_grad():
+            out = model.generate(**enc, **settings.generate_kwargs(), pad_token_id=tok.pad_token_id)
+    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+
+
+# -------------------------------------------------------------------------------------- rewards
+class RewardScorer:
+    """A sequence-classification model with one label scores prompt + answer (higher is better)."""
+
+    def __init__(self, path: str):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        cfg_path = Path(path) / "config.json"
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
+        archs = cfg.get("architectures") or []
+        if not any(a.endswith("ForSequenceClassification") for a in archs):
+            raise FieldError("reward_model", f"{path} is not a sequence-classification model "
+                                             f"(architectures: {', '.join(archs) or 'none'})")
+        if len(cfg.get("id2label") or {"0": ""}) != 1:
+            raise FieldError("reward_model", f"{path} has {len(cfg['id2label'])} labels; a reward model has one")
+        self.tok = AutoTokenizer.from_pretrained(path)
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForSequenceClassification.from_pretrained(path)
+        self.model.config.pad_token_id = self.tok.pad_token_id
+        self.model.eval()
+        self.lock = threading.Lock()
+
+    def score(self, prompt_text: str, answers: list[str]) -> list[float]:
+        import torch
+
+        self.tok.padding_side = "right"
+        enc = self.tok([prompt_text + a for a in answers], return_tensors="pt", padding=True, truncation=True,
+                       max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
+        with self.lock, torch.no_grad():
+            return [float(x) for x in self.model(**enc).logits[:, 0]]
+
+
+_SCORERS: OrderedDict[str, RewardScorer] = OrderedDict()
+
+
+def scorer(path: str, data_dir=None) -> RewardScorer:
+    p = modeling.resolve_model(path, data_dir, field="reward_model")
+    if not Path(p).is_dir():
+        raise FieldError("reward_model", f"folder not found: {path}")
+    if p not in _SCORERS:
+        _SCORERS[p] = RewardScorer(p)
+        while len(_SCORERS) > 2:
+            _SCORERS.popitem(last=False)
+    return _SCORERS[p]
+
+
+def is_reward_model(folder: Path) -> bool:
+    try:
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or []) and len(
+        cfg.get("id2label") or {"0": ""}) == 1
