@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from backends.common import data as datalib
@@ -32,7 +32,6 @@ class CheckOptions:
     eval_ratio: float = 0.0
     seed: int = 1234
     split: str | None = None                  # a split of a saved DatasetDict / hub set, or eval for local/jsonfile
-    extra: dict = field(default_factory=dict)
 
     def validated(self) -> CheckOptions:
         check_kind(self.kind)

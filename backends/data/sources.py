@@ -11,6 +11,7 @@ With `confine=True` (the web page) a path must stay inside the data dir, symlink
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -62,8 +63,12 @@ class Opened:
 def _cell(v) -> str:
     if v is None:
         return ""
-    s = v if isinstance(v, str) else repr(v) if not isinstance(v, (list, dict)) else __import__("json").dumps(
-        v, ensure_ascii=False)
+    if isinstance(v, str):
+        s = v
+    elif isinstance(v, (list, dict)):
+        s = json.dumps(v, ensure_ascii=False, default=str)
+    else:
+        s = repr(v)
     s = s.replace("\n", "⏎ ")
     return s if len(s) <= PREVIEW_CELL else s[:PREVIEW_CELL - 1] + "…"
 
