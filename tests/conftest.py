@@ -196,3 +196,16 @@ def doc_screenshot(page, name: str, data_dir: Path | None = None, **kw) -> None:
     page.evaluate(_NEUTRAL_JS, pairs)
     DOCS.mkdir(exist_ok=True)
     page.screenshot(path=str(DOCS / name), **kw)
+
+
+@pytest.fixture
+def engine(studio_data_dir):
+    """A job engine on a fresh data dir; jobs are detached by design, so teardown stops what still runs."""
+    from app.jobs import Engine
+
+    eng = Engine(studio_data_dir, grace_seconds=5)
+    yield eng
+    for job in eng.list_jobs():
+        if job["status"] in ("queued", "running"):
+            eng.stop(job["id"], wait=True)
+    eng.shutdown()

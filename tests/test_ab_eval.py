@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, wait_for
 
-from app.jobs import Engine
 from backends import ab_eval
 from backends.ab_eval import ABEvalArgs, summarize, validate_config, winner_of
 from backends.common import config as C
@@ -170,17 +169,6 @@ def test_cli_bad_option_exits_2_naming_the_field(prepared_data_dir):
 
 
 # ------------------------------------------------------------------------------------ real runs
-@pytest.fixture
-def engine(studio_data_dir):
-    """An engine on a fresh data dir; jobs are detached by design, so teardown stops what still runs."""
-    eng = Engine(studio_data_dir, grace_seconds=5)
-    yield eng
-    for job in eng.list_jobs():
-        if job["status"] in ("queued", "running"):
-            eng.stop(job["id"], wait=True)
-    eng.shutdown()
-
-
 def _float(v: str) -> float | None:
     return None if v == "" else float(v)
 

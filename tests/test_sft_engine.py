@@ -25,17 +25,6 @@ def demo_config(**overrides) -> dict:
     return cfg
 
 
-@pytest.fixture
-def engine(studio_data_dir):
-    """An engine on a fresh data dir; jobs are detached by design, so teardown stops what still runs."""
-    eng = Engine(studio_data_dir, grace_seconds=5)
-    yield eng
-    for job in eng.list_jobs():
-        if job["status"] in ("queued", "running"):
-            eng.stop(job["id"], wait=True)
-    eng.shutdown()
-
-
 def wait_done(engine: Engine, job_id: str, timeout: float) -> dict:
     return wait_for(lambda: (j := engine.get(job_id))["status"] not in ("queued", "running") and j,
                     timeout, interval=1.0, what=f"job {job_id} to end")

@@ -83,21 +83,9 @@ def entry_markdown(entry_id: str, ctx: StudioContext) -> str:
         copy = catalog.find_local_copy(e, ctx.data_dir)
         if copy is not None:
             lines.append(f"✅ {'本地副本' if zh else 'local copy'}: `{copy}`")
-        elif ctx.offline or not _online():
+        elif ctx.offline or catalog.hub_unreachable():  # the same probe load_entry uses
             lines.append("⚠ " + catalog.unavailable_message(e, ctx.data_dir, lang=ctx.lang))
     return "\n\n".join(lines)
-
-
-_ONLINE: list[bool] = []
-
-
-def _online() -> bool:
-    """Whether the model hub answers (probed once per studio process)."""
-    if not _ONLINE:
-        from app.envcheck import network_state
-
-        _ONLINE.append(network_state(False).startswith("online"))
-    return _ONLINE[0]
 
 
 def studio_frame(data_dir) -> pd.DataFrame:
