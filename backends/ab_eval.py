@@ -416,6 +416,12 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
                                           "cpu preset (or one process of accelerate)")
     r = resolve(cfg)
     threads = dist.set_threads()
+    if threads >= 2 and r.tuned.kind == "adapter" and r.base.kind == "model" and not r.settings.do_sample:
+        import torch
+
+        # half the budget per side: on a CPU the pair then runs as two 1-row streams at once (chat.pair_mode),
+        # which beats one 2-row batch there; decoding is bound by memory bandwidth, not by threads
+        torch.set_num_threads(threads // 2)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         from transformers.utils import logging as hf_logging
@@ -436,12 +442,18 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
         (r.output_dir / name).unlink(missing_ok=True)
     log(f"ab_eval: run_dir {r.run_dir}, {n} prompt(s) from {r.prompts_source}, threads {threads}")
     log(f"A (base): {r.base.label} [{r.base.model_path}]")
-    log(f"B (fine-tuned): {r.tuned.label} [{r.tuned.adapter_path or r.tuned.model_path}]"
-        + (" (LoRA on the same base: one model, both rows in one batch)" if r.tuned.kind == "adapter" else ""))
+    log(f"B (fine-tuned): {r.tuned.label} [{r.tuned.adapter_path or r.tuned.model_path}]")
 
     # load both sides (cached), pick the one template, render every prompt and check its length first
     model_a, tok_a, _, _ = chat.CACHE.get(r.base)
     model_b, tok_b, _, _ = chat.CACHE.get(r.tuned)
+    if r.tuned.kind == "adapter" and r.base.kind == "model":
+        import torch
+
+        mode = chat.pair_mode(model_b, r.settings)
+        how = "two 1-row streams at once" if mode == "parallel" else "one batch, the base row with the adapter off"
+        log(f"LoRA on the same base: one copy of the weights; each pair runs {mode} ({how}, "
+            f"{torch.get_num_threads()} torch thread(s) per generate)")
     template = chat.pick_template(cfg.template, r.tuned, tok_b)
     texts = []
     for i, p in enumerate(r.prompts, 1):

@@ -1,14 +1,18 @@
 """Chat A/B latency and memory: both answers of the A/B tab vs one plain `generate` of the same length.
 
-    python benchmarks/ab_latency.py [--data-dir DIR] [--adapter DIR] [--max-new-tokens 64] [--repeats 3] [--threads 2]
+    python benchmarks/ab_latency.py [--data-dir DIR] [--adapter DIR] [--max-new-tokens 64] [--repeats 3] [--threads 1]
 
 Same process, same model (the bundled SmolLM2-135M; a LoRA adapter on it: the one given, else a fresh adapter
 with non-zero random weights so its answers differ from the base), same prompt, greedy decoding.
-  A/B     `backends.infer.chat.stream_pair`: base (adapter disabled) + fine-tuned, streamed together from one
-          copy of the weights (peft's mixed-adapter batch), consumed to the end
-  single  `model.generate` of the base alone, forced to the length of the longer A/B answer
-Then peak RSS (ru_maxrss of a fresh child process) for one A/B turn with the adapter toggling on one base vs
-two loaded copies (the base, and a second base with the adapter merged).
+  A/B     `backends.infer.chat.stream_pair` (base + fine-tuned from one copy of the weights, streamed,
+          consumed to the end) in the mode the page picks (`pair_mode`: "parallel" on a CPU with two cores
+          per torch thread, else "batch"), and, for the table, in each mode forced
+  single  `model.generate` of the base alone, forced to the length of the longer A/B answer, at the torch
+          thread count the A/B turn runs with (--threads, the UI's 1) and at twice it when the cores allow
+          (a parallel A/B turn uses two cores, so the reference may use them too); the faster one counts
+  floor   two plain single generates at once (the cost of two streams sharing the memory bus), for the table
+Then peak RSS (ru_maxrss of a fresh child process) for one A/B turn from one copy of the weights vs two loaded
+copies (the base, and a second base with the adapter merged).
 The last line is machine-readable:
 
     ab_latency ratio <A/B seconds / single seconds> (...)
@@ -36,8 +40,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--adapter", default="", help="a LoRA adapter folder on SmolLM2 (default: a fresh random one)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 2))
-    p.add_argument("--child", choices=["toggle", "two-copies"], help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the A/B turn (the UI runs at 1)")
+    p.add_argument("--child", choices=["one-copy", "two-copies"], help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -50,6 +54,10 @@ def make_adapter(base: str, out: Path) -> Path:
     model = AutoModelForCausalLM.from_pretrained(base)
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"],
                                                   init_lora_weights=False, task_type="CAUSAL_LM"))
+    with torch.no_grad():  # small enough to keep the answer fluent (and as long as the base's), big enough to change it
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(0.2)
     peft_model.save_pretrained(out)
     return out
 
@@ -63,7 +71,7 @@ def child(mode: str, base: str, adapter: str, max_new: int) -> None:
     settings = chat.GenSettings(max_new_tokens=max_new)
     b = chat.resolve_side(base)
     f = chat.resolve_side(adapter)
-    if mode == "toggle":
+    if mode == "one-copy":
         _, tok, _, _ = chat.CACHE.get(f)
         text = chat.render([], PROMPT, "chat", tok)
         chat.answer_pair(chat.Pair(b, f, text, text), settings)
@@ -99,41 +107,74 @@ def main() -> None:
     settings = chat.GenSettings(max_new_tokens=args.max_new_tokens)
     b, f = chat.resolve_side(base), chat.resolve_side(adapter)
     model, tok, _, _ = chat.CACHE.get(f)
+    plain, _, _, _ = chat.CACHE.get(b)
     text = chat.render([], PROMPT, "chat", tok)
     pair = chat.Pair(b, f, text, text)
+    auto_mode = chat.pair_mode(model, settings)
 
     a_ans, b_ans = chat.answer_pair(pair, settings)  # warm-up (and the lengths)
     n = max(len(tok(a_ans, add_special_tokens=False)["input_ids"]),
             len(tok(b_ans, add_special_tokens=False)["input_ids"]))
     enc = tok(text, return_tensors="pt", add_special_tokens=False)
+    budgets = [args.threads] + ([2 * args.threads] if chat.usable_cores() >= 2 * args.threads else [])
 
-    def single():
-        with torch.no_grad(), model.disable_adapter():
-            model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=tok.pad_token_id)
+    def single(threads):
+        def run():
+            torch.set_num_threads(threads)
+            try:
+                with torch.no_grad():
+                    plain.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                                   pad_token_id=tok.pad_token_id)
+            finally:
+                torch.set_num_threads(args.threads)
+        return run
 
-    single()
-    ab_t, one_t = [], []
-    for _ in range(args.repeats):  # interleaved, so drift hits both alike
-        t0 = time.perf_counter()
-        chat.answer_pair(pair, settings)
-        ab_t.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        single()
-        one_t.append(time.perf_counter() - t0)
-    ab_s, one_s = statistics.median(ab_t), statistics.median(one_t)
+    def ab(mode):
+        def run():
+            os.environ["STUDIO_AB_PAIR"] = mode
+            try:
+                chat.answer_pair(pair, settings)
+            finally:
+                os.environ.pop("STUDIO_AB_PAIR", None)
+        return run
+
+    def two_plain():  # the floor of "parallel": two plain generates at once, nothing shared but the weights
+        import threading
+
+        ts = [threading.Thread(target=single(args.threads)) for _ in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+    cases = {f"single@{t}": single(t) for t in budgets} | {f"A/B {m}": ab(m) for m in ("auto", "batch", "parallel")}
+    if chat.usable_cores() >= 2 * args.threads:
+        cases["2 singles at once"] = two_plain
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(args.repeats):  # interleaved, so drift hits every case alike
+        for k, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ref_key = min((k for k in med if k.startswith("single")), key=med.get)
+    one_s, ab_s = med[ref_key], med["A/B auto"]
 
     rss = {}
-    for mode in ("toggle", "two-copies"):
+    for mode in ("one-copy", "two-copies"):
         proc = subprocess.run([sys.executable, __file__, "--child", mode, "--data-dir", args.data_dir, "--adapter",
                                adapter, "--max-new-tokens", str(args.max_new_tokens), "--threads", str(args.threads)],
                               capture_output=True, text=True, check=True, cwd=ROOT)
         rss[mode] = json.loads(proc.stdout.strip().splitlines()[-1])["rss_mib"]
-    print(f"A/B answers: {len(a_ans)} / {len(b_ans)} chars; longer one {n} tokens; threads {args.threads}")
-    print(f"A/B median {ab_s:.2f} s, single generate median {one_s:.2f} s over {args.repeats} repeats")
-    print(f"peak RSS: adapter toggling {rss['toggle']:.0f} MiB, two loaded copies {rss['two-copies']:.0f} MiB")
-    print(f"ab_latency ratio {ab_s / one_s:.2f} (A/B {ab_s:.2f} s vs single {one_s:.2f} s for {n} tokens; "
-          f"peak RSS toggle {rss['toggle']:.0f} MiB vs two copies {rss['two-copies']:.0f} MiB)")
-
+    print(f"A/B answers: {len(a_ans)} / {len(b_ans)} chars; longer one {n} tokens; torch threads {args.threads}, "
+          f"usable cores {chat.usable_cores()}; the page's mode here: {auto_mode}")
+    for k, v in med.items():
+        print(f"  {k:<16} median {v:6.2f} s  ({v / one_s:.2f}x {ref_key})")
+    print(f"peak RSS: one copy of the weights {rss['one-copy']:.0f} MiB, two loaded copies {rss['two-copies']:.0f} MiB")
+    print(f"ab_latency ratio {ab_s / one_s:.2f} (A/B {auto_mode} {ab_s:.2f} s vs {ref_key} {one_s:.2f} s for {n} "
+          f"tokens; peak RSS one copy {rss['one-copy']:.0f} MiB vs two copies {rss['two-copies']:.0f} MiB)")
 
 if __name__ == "__main__":
     main()

@@ -227,6 +227,11 @@ def test_ab_eval_job_through_the_engine(engine, studio_data_dir, demo_adapter, t
     prog = engine.progress(job_id)
     assert (prog["step"], prog["total_steps"]) == (10, 10) and prog["percent"] == 100.0
     assert "prompt 10/10" in log
+    # the job's budget is split between the two sides, which then answer at once (on a CPU with 2+ cores)
+    from backends.infer.chat import usable_cores
+
+    mode = "parallel" if usable_cores() >= 2 else "batch"
+    assert f"LoRA on the same base: one copy of the weights; each pair runs {mode}" in log, log[-3000:]
 
 
 @pytest.mark.slow

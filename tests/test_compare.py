@@ -49,14 +49,55 @@ def test_same_model_on_both_sides_answers_the_same(sides):
     assert a == b and a
 
 
-def test_adapter_toggle_equals_a_separately_loaded_base(sides):
+@pytest.mark.parametrize("mode", ["batch", "parallel"])
+def test_adapter_toggle_equals_a_separately_loaded_base(sides, mode, monkeypatch):
     base, tuned = sides
     text = _text(tuned)
+    monkeypatch.setenv("STUDIO_AB_PAIR", mode)
     toggled = chat.answer_one(tuned, text, GREEDY, adapter=False)   # PeftModel.disable_adapter()
     fresh = chat.answer_one(base, text, GREEDY, cache=chat.ModelCache())  # a plain copy, never touched by peft
-    in_pair, with_adapter = chat.answer_pair(chat.Pair(base, tuned, text, text), GREEDY)  # mixed batch
+    # batch: one generate, the base row with the adapter off; parallel: the plain model and the PeftModel at once
+    in_pair, with_adapter = chat.answer_pair(chat.Pair(base, tuned, text, text), GREEDY)
     assert toggled == fresh == in_pair
     assert with_adapter == chat.answer_one(tuned, text, GREEDY) != fresh
+
+
+def test_the_plain_base_and_the_adapter_share_one_copy_of_the_weights(sides):
+    base, tuned = sides
+    plain, _, _, plain_lock = chat.CACHE.get(base)
+    peft_model, _, name, peft_lock = chat.CACHE.get(tuned)
+    assert name and not hasattr(plain, "peft_config") and plain_lock is not peft_lock  # can run at once
+    q_plain = plain.model.layers[0].self_attn.q_proj
+    q_peft = peft_model.get_base_model().model.layers[0].self_attn.q_proj
+    assert hasattr(q_peft, "lora_A") and not hasattr(q_plain, "lora_A")
+    assert q_peft.base_layer.weight.data_ptr() == q_plain.weight.data_ptr()
+    plain_ptrs = {t.data_ptr() for t in plain.parameters()}
+    base_params = [(n, t) for n, t in peft_model.named_parameters() if "lora_" not in n]
+    assert base_params and all(t.data_ptr() in plain_ptrs for _, t in base_params)
+
+
+def test_pair_mode(sides, monkeypatch):
+    import torch
+
+    _, tuned = sides
+    model, _, _, _ = chat.CACHE.get(tuned)
+    sampled = chat.GenSettings(do_sample=True)
+    monkeypatch.setenv("STUDIO_AB_PAIR", "parallel")
+    assert chat.pair_mode(model, GREEDY) == "parallel"
+    assert chat.pair_mode(model, sampled) == "batch"  # one seeded stream for both rows
+    monkeypatch.setenv("STUDIO_AB_PAIR", "fast")
+    with pytest.raises(FieldError) as e:
+        chat.pair_mode(model, GREEDY)
+    assert e.value.field == "STUDIO_AB_PAIR" and "batch" in e.value.message
+    monkeypatch.delenv("STUDIO_AB_PAIR")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # the UI's budget
+        assert chat.pair_mode(model, GREEDY) == ("parallel" if chat.usable_cores() >= 2 else "batch")
+        torch.set_num_threads(chat.usable_cores())  # every core busy in each call: no room for a second one
+        assert chat.pair_mode(model, GREEDY) == "batch"
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_sampling_with_the_same_seed_repeats(sides):

@@ -3,12 +3,19 @@
 Sides. A side is a model folder (`bundled:smollm2`, any HF folder), a training result (`runs/<job>/output`
 holding a PEFT adapter or a full model, with its studio.json), or `job:<id>`.
 
-Memory. When the fine-tuned side is a LoRA adapter on the chosen base, the base is loaded once as a
-`PeftModel` and both answers come from one batched `generate` call in which the base row runs with the
-adapter disabled (peft's mixed-adapter batch, `adapter_names=["__base__", <adapter>]`): one copy of the
-weights, and both answers advance together token by token. `answer_one(..., adapter=False)` is the same
-toggle through `PeftModel.disable_adapter()`, for a single side. Two different models (a full fine-tune,
-another base) run in two threads, each with its own model; models stay cached in a small LRU.
+Memory. When the fine-tuned side is a LoRA adapter on the chosen base, the base weights are loaded once.
+The plain model answers for the base; the adapters go on a `PeftModel` built over a twin of its module tree
+that holds the very same weight tensors (`_twin`: no copy), so the two sides can answer at the same time.
+How one turn runs is `pair_mode`:
+  parallel  (CPU, greedy, at least two cores per torch thread) two `generate` calls at once, one per core:
+            a CPU pays nearly twice for a 2-row matmul (measured: MKL sgemm, 2 rows vs 1), so two 1-row
+            streams finish sooner than one 2-row batch
+  batch     (GPU, sampling, or one core) one `generate` call whose base row runs with the adapter disabled
+            (peft's mixed-adapter batch, `adapter_names=["__base__", <adapter>]`): on a GPU the second row is
+            nearly free, and sampled rows share one seeded stream
+`STUDIO_AB_PAIR=batch|parallel` forces one (sampling always batches). `answer_one(..., adapter=False)`
+answers an adapter side as its base through `PeftModel.disable_adapter()`. Two different models (a full
+fine-tune, another base) run in two threads, each with its own model; models stay cached in a small LRU.
 
 Sampling. Greedy by default. With sampling, one seed is set before the call; a mixed batch draws both rows
 from one seeded stream, and two separate models run one after the other, each from the same seed, so
@@ -16,9 +23,13 @@ identical models give identical answers and a run can be repeated.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import os
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +42,7 @@ from backends.common.errors import FieldError
 
 MAX_NEW_TOKENS_LIMIT = 4096
 CACHE_SIZE = 3
+STREAM_INTERVAL = 0.05  # seconds between pane updates at most (20 per second)
 
 
 # ---------------------------------------------------------------------------------------- sides
@@ -104,9 +116,17 @@ def check_pair(base: Side, tuned: Side) -> None:
 
 
 # ---------------------------------------------------------------------------------------- cache
+def _twin(model):
+    """A second module tree over the same parameter and buffer tensors (nothing copied but the small Python
+    objects): adapters injected into it leave `model` plain, and both can run at once."""
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo)
+
+
 class ModelCache:
-    """Loaded models, least recently used dropped first. An entry is (model, tokenizer, lock); a PeftModel
-    entry is keyed by its base and holds every adapter loaded onto it (one copy of the base weights)."""
+    """Loaded models, least recently used dropped first. An entry is keyed by a model folder and holds the
+    plain model, its tokenizer and, once an adapter on it is asked for, one `PeftModel` over a weight-sharing
+    twin carrying every such adapter (one copy of the base weights); each of the two has its own lock."""
 
     def __init__(self, size: int = CACHE_SIZE):
         self.size = size
@@ -122,7 +142,8 @@ class ModelCache:
         model = modeling.load_causal_lm(model_path)
         model.eval()
         tok = modeling.load_tokenizer(model_path)
-        e = {"model": model, "tok": tok, "adapters": {}, "lock": threading.Lock()}
+        e = {"model": model, "tok": tok, "lock": threading.Lock(),
+             "peft": None, "adapters": {}, "peft_lock": threading.Lock()}
         with self._lock:
             self._d[model_path] = e
             while len(self._d) > self.size:
@@ -130,23 +151,24 @@ class ModelCache:
         return e
 
     def get(self, side: Side) -> tuple[Any, Any, str, threading.Lock]:
-        """(model, tokenizer, adapter name or "", lock to hold while generating)."""
+        """(model, tokenizer, adapter name or "", lock to hold while generating). A plain side gets the plain
+        model; an adapter side gets the PeftModel (several adapters may be on it: name the one to use)."""
         e = self._entry(side.model_path)
         if not side.adapter_path:
             return e["model"], e["tok"], "", e["lock"]
-        with e["lock"]:
+        with e["peft_lock"]:
             name = e["adapters"].get(side.adapter_path)
             if name is None:
                 from peft import PeftModel
 
                 name = f"ab{len(e['adapters'])}"
-                if hasattr(e["model"], "peft_config"):
-                    e["model"].load_adapter(side.adapter_path, adapter_name=name)
+                if e["peft"] is not None:
+                    e["peft"].load_adapter(side.adapter_path, adapter_name=name)
                 else:
-                    e["model"] = PeftModel.from_pretrained(e["model"], side.adapter_path, adapter_name=name)
-                e["model"].eval()
+                    e["peft"] = PeftModel.from_pretrained(_twin(e["model"]), side.adapter_path, adapter_name=name)
+                e["peft"].eval()
                 e["adapters"][side.adapter_path] = name
-        return e["model"], e["tok"], name, e["lock"]
+        return e["peft"], e["tok"], name, e["peft_lock"]
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -316,6 +338,64 @@ class Pair:
     text_tuned: str
 
 
+PAIR_MODES = ("auto", "batch", "parallel")
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def pair_mode(model, settings: GenSettings) -> str:
+    """'parallel' or 'batch': how an adapter and its own base answer one turn (see the module docstring)."""
+    import torch
+
+    want = os.environ.get("STUDIO_AB_PAIR", "auto").strip().lower() or "auto"
+    if want not in PAIR_MODES:
+        raise FieldError("STUDIO_AB_PAIR", f"must be one of {', '.join(PAIR_MODES)}; got {want!r}")
+    if settings.do_sample:
+        return "batch"  # one seeded stream for both rows: a repeatable pair
+    if want != "auto":
+        return want
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    return "parallel" if on_cpu and usable_cores() >= 2 * torch.get_num_threads() else "batch"
+
+
+@dataclass
+class _Run:
+    """One `generate` call of a turn: its rows (tags), model and texts, and the adapter(s) it uses."""
+    tags: list[str]
+    model: Any
+    tok: Any
+    texts: list[str]
+    lock: threading.Lock
+    adapter: str = ""                       # set_adapter(adapter) first (a one-adapter PeftModel call)
+    adapter_names: list[str] | None = None  # peft's per-row adapters (a mixed batch)
+
+
+def _plan(pair: Pair, settings: GenSettings, cache: ModelCache) -> list[_Run]:
+    shared = pair.tuned.kind == "adapter" and _same_path(pair.tuned.model_path, pair.base.model_path) \
+        and pair.base.kind == "model"
+    if shared or pair.base.key == pair.tuned.key:
+        model, tok, name, lock = cache.get(pair.tuned)
+        check_length(tok, model, [pair.text_base, pair.text_tuned], settings.max_new_tokens)
+        if shared and pair_mode(model, settings) == "parallel":
+            plain, _, _, plain_lock = cache.get(pair.base)  # the same weight tensors as the PeftModel's
+            return [_Run(["base"], plain, tok, [pair.text_base], plain_lock),
+                    _Run(["tuned"], model, tok, [pair.text_tuned], lock, adapter=name)]
+        # one batch; in a PeftModel the base row runs with the adapter disabled ("__base__")
+        names = [("" if shared else name) or "__base__", name or "__base__"] if name else None
+        return [_Run(["base", "tuned"], model, tok, [pair.text_base, pair.text_tuned], lock, adapter_names=names)]
+    runs = []
+    for tag, side, text in (("base", pair.base, pair.text_base), ("tuned", pair.tuned, pair.text_tuned)):
+        model, tok, name, lock = cache.get(side)
+        check_length(tok, model, [text], settings.max_new_tokens)
+        runs.append(_Run([tag], model, tok, [text], lock, adapter=name))
+    return runs
+
+
 def stream_pair(pair: Pair, settings: GenSettings, stop: threading.Event | None = None,
                 cache: ModelCache = CACHE) -> Iterator[tuple[str, str]]:
     """Yields (base answer so far, fine-tuned answer so far) while both are generated; the last yield is final."""
@@ -324,45 +404,19 @@ def stream_pair(pair: Pair, settings: GenSettings, stop: threading.Event | None 
     q: queue.Queue = queue.Queue()
     texts = {"base": "", "tuned": ""}
     errors: list[BaseException] = []
-    jobs = []  # (thread target) in the order they should run
+    runs = _plan(pair, settings, cache)
+    decoders = {tag: r.tok for r in runs for tag in r.tags}
 
-    shared = pair.tuned.kind == "adapter" and _same_path(pair.tuned.model_path, pair.base.model_path) \
-        and pair.base.kind == "model"
-    same_model = pair.base.key == pair.tuned.key
-    if shared or same_model:
-        model, tok, name, lock = cache.get(pair.tuned)
-        check_length(tok, model, [pair.text_base, pair.text_tuned], settings.max_new_tokens)
-        # per-row adapters of a PeftModel: the base row runs with the adapter disabled ("__base__")
-        names = [("" if shared else name) or "__base__", name or "__base__"] if hasattr(model, "peft_config") \
-            else None
-
-        def run_batch():
-            with lock:
+    def job(r: _Run):
+        def run():
+            with r.lock:
+                if r.adapter:
+                    r.model.set_adapter(r.adapter)
                 _seed(settings.seed)
-                _generate(model, tok, [pair.text_base, pair.text_tuned], settings,
-                          _RowStreamer(q, ["base", "tuned"], _eos_ids(tok, model)), stop, names)
-        jobs.append(run_batch)
-        decoders = {"base": tok, "tuned": tok}
-    else:
-        loaded = {}
-        for tag, side, text in (("base", pair.base, pair.text_base), ("tuned", pair.tuned, pair.text_tuned)):
-            model, tok, name, lock = cache.get(side)
-            check_length(tok, model, [text], settings.max_new_tokens)
-            loaded[tag] = (model, tok, name, lock, text)
-        decoders = {tag: v[1] for tag, v in loaded.items()}
-
-        def runner(tag):
-            model, tok, name, lock, text = loaded[tag]
-
-            def run():
-                with lock:
-                    if settings.do_sample:
-                        _seed(settings.seed)
-                    # a PeftModel shared with other adapters: this side uses only its own (or none)
-                    names = [name or "__base__"] if hasattr(model, "peft_config") else None
-                    _generate(model, tok, [text], settings, _RowStreamer(q, [tag], _eos_ids(tok, model)), stop, names)
-            return run
-        jobs += [runner("base"), runner("tuned")]
+                _generate(r.model, r.tok, r.texts, settings, _RowStreamer(q, r.tags, _eos_ids(r.tok, r.model)),
+                          stop, r.adapter_names)
+        return run
+    jobs = [job(r) for r in runs]
 
     def guarded(fn):
         def run():
@@ -388,6 +442,8 @@ def stream_pair(pair: Pair, settings: GenSettings, stop: threading.Event | None 
     failed = False
     while ends < expected_ends and not failed:
         msgs = [q.get()]
+        if msgs[0][0] == "step":  # let tokens gather: fewer wake-ups taking the GIL from the generating threads
+            time.sleep(STREAM_INTERVAL)
         while True:  # coalesce: decode only the newest ids of each side once per wake-up
             try:
                 msgs.append(q.get_nowait())
