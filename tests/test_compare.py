@@ -230,3 +230,14 @@ def test_page_streams_both_panes_and_saves_a_blind_vote(start_studio, studio_dat
     page.locator("#ab-swap").click()
     page.wait_for_timeout(500)
     doc_screenshot(page, "compare.png", studio_data_dir)
+
+
+def test_models_go_to_the_gpu_in_half_precision_when_torch_sees_one(monkeypatch):
+    import torch
+
+    if not torch.cuda.is_available():
+        assert chat.placement() == ("cpu", "fp32")  # this machine: what every test above ran with
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16, dtype in ((True, "bf16"), (False, "fp16")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert chat.placement() == ("cuda", dtype)

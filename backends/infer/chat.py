@@ -116,6 +116,16 @@ def check_pair(base: Side, tuned: Side) -> None:
 
 
 # ---------------------------------------------------------------------------------------- cache
+def placement() -> tuple[str, str]:
+    """Where the A/B models run: the first GPU in half precision (bf16 where it is supported, else fp16) when
+    torch sees one, else the CPU in fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "cpu", "fp32"
+
+
 def _twin(model):
     """A second module tree over the same parameter and buffer tensors (nothing copied but the small Python
     objects): adapters injected into it leave `model` plain, and both can run at once."""
@@ -139,7 +149,8 @@ class ModelCache:
             if e is not None:
                 self._d.move_to_end(model_path)
                 return e
-        model = modeling.load_causal_lm(model_path)
+        device, dtype = placement()
+        model = modeling.load_causal_lm(model_path, dtype=dtype).to(device)
         model.eval()
         tok = modeling.load_tokenizer(model_path)
         e = {"model": model, "tok": tok, "lock": threading.Lock(),
@@ -314,7 +325,7 @@ def _generate(model, tok, texts: list[str], settings: GenSettings, streamer, sto
     from transformers import StoppingCriteriaList
 
     tok.padding_side = "left"
-    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     kw = settings.generate_kwargs()
     if adapter_names is not None:
         kw["adapter_names"] = adapter_names
@@ -491,7 +502,7 @@ def answer_one(side: Side, text: str, settings: GenSettings, *, adapter: bool = 
         # a base shared with loaded adapters answers as the plain base with them disabled
         ctx = model.disable_adapter() if (hasattr(model, "peft_config") and not use) else contextlib.nullcontext()
         _seed(settings.seed)
-        enc = tok(text, return_tensors="pt", add_special_tokens=False)
+        enc = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
         with ctx, torch.no_grad():
             out = model.generate(**enc, **settings.generate_kwargs(), pad_token_id=tok.pad_token_id)
     return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
@@ -515,7 +526,9 @@ class RewardScorer:
         self.tok = AutoTokenizer.from_pretrained(path)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForSequenceClassification.from_pretrained(path)
+        device, dtype = placement()
+        self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=modeling.torch_dtype(dtype))
+        self.model.to(device)
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.model.eval()
         self.lock = threading.Lock()
@@ -526,6 +539,7 @@ class RewardScorer:
         self.tok.padding_side = "right"
         enc = self.tok([prompt_text + a for a in answers], return_tensors="pt", padding=True, truncation=True,
                        max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
+        enc = enc.to(self.model.device)
         with self.lock, torch.no_grad():
             return [float(x) for x in self.model(**enc).logits[:, 0]]
 
