@@ -171,7 +171,7 @@ def main() -> None:
     print(f"A/B answers: {len(a_ans)} / {len(b_ans)} chars; longer one {n} tokens; torch threads {args.threads}, "
           f"usable cores {chat.usable_cores()}; the page's mode here: {auto_mode}")
     for k, v in med.items():
-        print(f"  {k:<16} median {v:6.2f} s  ({v / one_s:.2f}x {ref_key})")
+        print(f"  {k:<18} median {v:6.2f} s  ({v / one_s:.2f}x {ref_key})")
     print(f"peak RSS: one copy of the weights {rss['one-copy']:.0f} MiB, two loaded copies {rss['two-copies']:.0f} MiB")
     print(f"ab_latency ratio {ab_s / one_s:.2f} (A/B {auto_mode} {ab_s:.2f} s vs {ref_key} {one_s:.2f} s for {n} "
           f"tokens; peak RSS one copy {rss['one-copy']:.0f} MiB vs two copies {rss['two-copies']:.0f} MiB)")

@@ -214,6 +214,9 @@ def test_page_streams_both_panes_and_saves_a_blind_vote(start_studio, studio_dat
                            timeout=180_000)
     a, b = page.locator("#ab-chat-a").inner_text(), page.locator("#ab-chat-b").inner_text()
     assert PROMPT in a and PROMPT in b and a != b
+    # the UI runs at one torch thread: with two cores the sides answer at once, from one copy of the weights
+    status = page.locator("#ab-status").inner_text()
+    assert ("both at once" if chat.usable_cores() >= 2 else "one batch") in status and "copy of the weights" in status
     assert ("Studio says" in a) != ("Studio says" in b)
     # blind: the panes are only "A" and "B" until the vote
     assert page.locator("#ab-label-a").inner_text().strip() == "A"

@@ -110,7 +110,12 @@ STRINGS: dict[str, dict[str, str]] = {
     "ab.vote_tie": {"en": "Tie", "zh": "平局"},
     "ab.vote_first": {"en": "Ask a prompt first, then vote.", "zh": "请先提问，再投票。"},
     "ab.voted": {"en": "Vote {vote} saved: the winner is the {winner} side.", "zh": "已保存投票 {vote}：胜出的是 {winner}。"},
-    "ab.done": {"en": "Both answers in {secs} s (template: {template}).", "zh": "两侧回答用时 {secs} 秒（模板：{template}）。"},
+    "ab.done": {"en": "Both answers in {secs} s (template: {template}; {mode}).",
+                "zh": "两侧回答用时 {secs} 秒（模板：{template}；{mode}）。"},
+    "ab.mode.parallel": {"en": "both at once from one copy of the weights",
+                         "zh": "同一份权重，两侧同时生成"},
+    "ab.mode.batch": {"en": "one batch from one copy of the weights", "zh": "同一份权重，一个批次生成"},
+    "ab.mode.separate": {"en": "two models", "zh": "两个模型"},
     "ab.stopped": {"en": "Stopped.", "zh": "已停止。"},
     "ab.batch_help": {
         "en": "Runs every prompt through both sides (the models and settings of the Chat A/B tab) as a job: "

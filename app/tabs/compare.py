@@ -110,7 +110,7 @@ def compare_once(ctx: StudioContext, prompt: str, base: str, tuned: str, reward:
     tmpl = chat.pick_template(template, f, tok)
     hist = history or {"base": [], "tuned": []}
     texts = {k: chat.render(hist[k], prompt, tmpl, tok) for k in ("base", "tuned")}
-    out = {"base": "", "tuned": "", "template": tmpl}
+    out = {"base": "", "tuned": "", "template": tmpl, "mode": chat.turn_mode(b, f, settings)}
     for a, bb in chat.stream_pair(chat.Pair(b, f, texts["base"], texts["tuned"]), settings, stop):
         out["base"], out["tuned"] = a, bb
         yield dict(out)
@@ -232,7 +232,8 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
             st["last"]["reward_base"], st["last"]["reward_tuned"] = r["base"], r["tuned"]
             other = "tuned" if st["a_is"] == "base" else "base"
             scores = [f"reward **{r[st['a_is']]:+.3f}**", f"reward **{r[other]:+.3f}**"]
-        msg = t("ab.done", ctx.lang).format(secs=f"{time.time() - t0:.1f}", template=out["template"])
+        msg = t("ab.done", ctx.lang).format(secs=f"{time.time() - t0:.1f}", template=out["template"],
+                                            mode=t(f"ab.mode.{out['mode']}", ctx.lang))
         if stop.is_set():
             msg = t("ab.stopped", ctx.lang)
         a, b = panes(st)

@@ -386,9 +386,20 @@ class _Run:
     adapter_names: list[str] | None = None  # peft's per-row adapters (a mixed batch)
 
 
+def _shared(base: Side, tuned: Side) -> bool:
+    """An adapter on the chosen base itself: one copy of the weights serves both sides."""
+    return tuned.kind == "adapter" and base.kind == "model" and _same_path(tuned.model_path, base.model_path)
+
+
+def turn_mode(base: Side, tuned: Side, settings: GenSettings, cache: ModelCache = CACHE) -> str:
+    """What the page says of a turn: 'parallel' or 'batch' (see pair_mode) or 'separate' (two models)."""
+    if _shared(base, tuned):
+        return pair_mode(cache.get(tuned)[0], settings)
+    return "batch" if base.key == tuned.key else "separate"
+
+
 def _plan(pair: Pair, settings: GenSettings, cache: ModelCache) -> list[_Run]:
-    shared = pair.tuned.kind == "adapter" and _same_path(pair.tuned.model_path, pair.base.model_path) \
-        and pair.base.kind == "model"
+    shared = _shared(pair.base, pair.tuned)
     if shared or pair.base.key == pair.tuned.key:
         model, tok, name, lock = cache.get(pair.tuned)
         check_length(tok, model, [pair.text_base, pair.text_tuned], settings.max_new_tokens)
