@@ -184,6 +184,7 @@ def test_gradio_client_calls_the_chat_endpoints(start_studio, studio_data_dir, d
     client = Client(studio.url, verbose=False)
     once = client.predict(PROMPT, "bundled:smollm2", str(demo_adapter), api_name="/compare_once")
     assert once["base"] and once["tuned"].startswith("Studio says") and once["template"] == "chat"
+    assert once["mode"] == ("parallel" if chat.usable_cores() >= 2 else "batch")  # the studio runs at 1 thread
     result = client.predict(PROMPT, "bundled:smollm2", str(demo_adapter), "", "auto", "20", False, "0.7", "0.9",
                             "50", "1.0", "1234", False, api_name="/compare_chat")
     pane_a, pane_b = result[0], result[1]
