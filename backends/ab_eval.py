@@ -4,8 +4,8 @@
 
 DeepSpeed-Chat's `prompt_eval.py` (base vs fine-tuned answers printed one after the other), made a job: every
 prompt of a file (or typed lines) is rendered with one template for both sides and answered through the chat
-A/B core (`backends.infer.chat`: a LoRA result shares one copy of its base, both rows in one batched
-`generate`); an optional one-label reward model scores both answers. Everything goes to `run_dir`:
+A/B core (`backends.infer.chat`: a LoRA result shares one copy of its base, and the two answers run at
+once on a CPU or in one batch on a GPU, see `chat.pair_mode`); an optional one-label reward model scores both answers. Everything goes to `run_dir`:
 metrics.jsonl (one line per prompt: step/total_steps, so the Jobs tab shows progress and ETA) and output/:
 
     results.jsonl, results.csv   prompt, answer_a, answer_b, reward_a, reward_b, winner (A | B | tie | "")
@@ -416,7 +416,9 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
                                           "cpu preset (or one process of accelerate)")
     r = resolve(cfg)
     threads = dist.set_threads()
-    if threads >= 2 and r.tuned.kind == "adapter" and r.base.kind == "model" and not r.settings.do_sample:
+    from backends.infer import chat
+
+    if threads >= 2 and chat.shares_weights(r.base, r.tuned) and not r.settings.do_sample:
         import torch
 
         # half the budget per side: on a CPU the pair then runs as two 1-row streams at once (chat.pair_mode),
@@ -432,7 +434,6 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
-    from backends.infer import chat
 
     started = time.time()
     n = len(r.prompts)
@@ -447,10 +448,10 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
     # load both sides (cached), pick the one template, render every prompt and check its length first
     model_a, tok_a, _, _ = chat.CACHE.get(r.base)
     model_b, tok_b, _, _ = chat.CACHE.get(r.tuned)
-    if r.tuned.kind == "adapter" and r.base.kind == "model":
+    if chat.shares_weights(r.base, r.tuned):
         import torch
 
-        mode = chat.pair_mode(model_b, r.settings)
+        mode = chat.turn_mode(r.base, r.tuned, r.settings)
         how = "two 1-row streams at once" if mode == "parallel" else "one batch, the base row with the adapter off"
         log(f"LoRA on the same base: one copy of the weights; each pair runs {mode} ({how}, "
             f"{torch.get_num_threads()} torch thread(s) per generate)")

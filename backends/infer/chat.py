@@ -386,36 +386,38 @@ class _Run:
     adapter_names: list[str] | None = None  # peft's per-row adapters (a mixed batch)
 
 
-def _shared(base: Side, tuned: Side) -> bool:
+def shares_weights(base: Side, tuned: Side) -> bool:
     """An adapter on the chosen base itself: one copy of the weights serves both sides."""
     return tuned.kind == "adapter" and base.kind == "model" and _same_path(tuned.model_path, base.model_path)
 
 
 def turn_mode(base: Side, tuned: Side, settings: GenSettings, cache: ModelCache = CACHE) -> str:
-    """What the page says of a turn: 'parallel' or 'batch' (see pair_mode) or 'separate' (two models)."""
-    if _shared(base, tuned):
+    """How a turn runs: 'parallel' or 'batch' (see pair_mode; the same model on both sides batches) or
+    'separate' (two models, each its own generate)."""
+    if shares_weights(base, tuned):
         return pair_mode(cache.get(tuned)[0], settings)
     return "batch" if base.key == tuned.key else "separate"
 
 
 def _plan(pair: Pair, settings: GenSettings, cache: ModelCache) -> list[_Run]:
-    shared = _shared(pair.base, pair.tuned)
-    if shared or pair.base.key == pair.tuned.key:
-        model, tok, name, lock = cache.get(pair.tuned)
-        check_length(tok, model, [pair.text_base, pair.text_tuned], settings.max_new_tokens)
-        if shared and pair_mode(model, settings) == "parallel":
-            plain, _, _, plain_lock = cache.get(pair.base)  # the same weight tensors as the PeftModel's
-            return [_Run(["base"], plain, tok, [pair.text_base], plain_lock),
-                    _Run(["tuned"], model, tok, [pair.text_tuned], lock, adapter=name)]
-        # one batch; in a PeftModel the base row runs with the adapter disabled ("__base__")
-        names = [("" if shared else name) or "__base__", name or "__base__"] if name else None
-        return [_Run(["base", "tuned"], model, tok, [pair.text_base, pair.text_tuned], lock, adapter_names=names)]
-    runs = []
-    for tag, side, text in (("base", pair.base, pair.text_base), ("tuned", pair.tuned, pair.text_tuned)):
-        model, tok, name, lock = cache.get(side)
-        check_length(tok, model, [text], settings.max_new_tokens)
-        runs.append(_Run([tag], model, tok, [text], lock, adapter=name))
-    return runs
+    mode = turn_mode(pair.base, pair.tuned, settings, cache)
+    if mode == "separate":
+        runs = []
+        for tag, side, text in (("base", pair.base, pair.text_base), ("tuned", pair.tuned, pair.text_tuned)):
+            model, tok, name, lock = cache.get(side)
+            check_length(tok, model, [text], settings.max_new_tokens)
+            runs.append(_Run([tag], model, tok, [text], lock, adapter=name))
+        return runs
+    model, tok, name, lock = cache.get(pair.tuned)
+    check_length(tok, model, [pair.text_base, pair.text_tuned], settings.max_new_tokens)
+    if mode == "parallel":
+        plain, _, _, plain_lock = cache.get(pair.base)  # the same weight tensors as the PeftModel's
+        return [_Run(["base"], plain, tok, [pair.text_base], plain_lock),
+                _Run(["tuned"], model, tok, [pair.text_tuned], lock, adapter=name)]
+    # one batch; in a PeftModel the base row runs with the adapter disabled ("__base__")
+    shared = shares_weights(pair.base, pair.tuned)
+    names = [("" if shared else name) or "__base__", name or "__base__"] if name else None
+    return [_Run(["base", "tuned"], model, tok, [pair.text_base, pair.text_tuned], lock, adapter_names=names)]
 
 
 def stream_pair(pair: Pair, settings: GenSettings, stop: threading.Event | None = None,
