@@ -63,6 +63,17 @@ def resolve_model(value: str, data_dir: str | os.PathLike | None = None, *,
     return str(p)
 
 
+def job_output(value: str, data_dir: str | os.PathLike | None = None, *, field: str = "model") -> Path:
+    """`job:<id>` -> `<data-dir>/runs/<id>/output`, resolved; an id that leads out of runs/ (`job:../../x`, an
+    absolute path, a link) is refused, so a typed side can name only a job's own output."""
+    job = str(value or "").strip().split(":", 1)[-1].strip()
+    runs = paths.runs_dir(data_dir or None)
+    paths.join_inside(runs, job, field=field, what="the runs folder")
+    if job != Path(job).name or "\\" in job:
+        raise FieldError(field, f"{job!r} is not a job id (a name like 20250101-120000-sft-ab12, without '/')")
+    return paths.join_inside(runs, f"{job}/output", field=field, what="the runs folder")
+
+
 def has_chat_template(model_path: str) -> bool:
     """Whether a local model folder's tokenizer has a chat template (a hub id: assumed yes)."""
     p = Path(model_path)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import FieldError
+
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2_NAME = "smollm2-135m-instruct"
 TINY_SD_NAME = "tiny-sd"
@@ -57,6 +59,44 @@ def inside(child: str | os.PathLike, parent: str | os.PathLike) -> bool:
         return True
     except ValueError:
         return False
+
+
+def confine(value: str | os.PathLike, dd: str | os.PathLike | None, *, field: str = "path",
+            must_exist: bool = True) -> Path:
+    """`value` (relative to the data dir, or absolute) as a real path inside the data dir, symlinks resolved,
+    or a FieldError: the one rule for every path typed into the page (datasets, prompt sets, uploads)."""
+    root = data_dir(dd)
+    v = str(value or "").strip()
+    if not v:
+        raise FieldError(field, "is empty: pick a file under the data dir or upload one")
+    p = Path(v).expanduser()
+    if not p.is_absolute():
+        p = root / p
+    real = p.resolve()
+    if not inside(real, root):
+        raise outside_data_dir(v, root, p, field=field)
+    if must_exist and not real.exists():
+        raise FieldError(field, f"not found: {v} (looked in {root})")
+    return real
+
+
+def outside_data_dir(value: str, dd: Path, p: Path, *, field: str) -> FieldError:
+    """The message for a path that leaves the data dir (naming where a symlink points)."""
+    real = p.resolve()
+    link = f" (it links to {real})" if Path(os.path.normpath(p.absolute())) != real else ""
+    return FieldError(field, f"{value} is outside the data dir {dd}{link}; put the file under "
+                             f"{dd / 'datasets'} or upload it")
+
+
+def join_inside(folder: str | os.PathLike, name: str, *, field: str, what: str) -> Path:
+    """`folder / name` resolved (symlinks included), or a FieldError when a user-given `name` (`../x`, an absolute
+    path, a link) leads out of `folder`: the rule for every place that joins a name onto a folder."""
+    base = Path(folder).resolve()
+    n = str(name or "")
+    target = (base / n).resolve()
+    if not n.strip() or Path(n).is_absolute() or target == base or not inside(target, base):
+        raise FieldError(field, f"{n!r} points outside {what} ({base}); give a name inside it")
+    return target
 
 
 def run_dir_of(run_dir: str, data_dir: str, default: str = "runs/manual") -> Path:

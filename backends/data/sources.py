@@ -76,23 +76,7 @@ def _cell(v) -> str:
 # ------------------------------------------------------------------------------------- paths
 def confine(value: str | os.PathLike, data_dir: str | os.PathLike, *, field: str = "path") -> Path:
     """`value` (relative to the data dir, or absolute) as a real path inside the data dir, or a FieldError."""
-    dd = paths.data_dir(data_dir)
-    v = str(value or "").strip()
-    if not v:
-        raise FieldError(field, "is empty: pick a file under the data dir or upload one")
-    p = Path(v).expanduser()
-    if not p.is_absolute():
-        p = dd / p
-    real = p.resolve()
-    try:
-        real.relative_to(dd.resolve())
-    except ValueError:
-        link = f" (it links to {real})" if Path(os.path.normpath(p.absolute())) != real else ""
-        raise FieldError(field, f"{v} is outside the data dir {dd}{link}; put the file under "
-                                f"{dd / 'datasets'} or upload it") from None
-    if not real.exists():
-        raise FieldError(field, f"not found: {v} (looked in {dd})")
-    return real
+    return paths.confine(value, data_dir, field=field)
 
 
 def is_image_folder(p: Path) -> bool:

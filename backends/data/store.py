@@ -64,10 +64,10 @@ def save(name: str, rows: list[dict], report: Report, *, data_dir, source: str, 
             if image_folder is None:
                 raise FieldError("dataset", "image rows need their image folder")
             (tmp / "images").mkdir()
-            for r in rows:
-                dest = tmp / "images" / r["file_name"]
+            for i, r in enumerate(rows, 1):
+                src, dest = _image_paths(i, r.get("file_name"), Path(image_folder), tmp / "images")
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(image_folder / r["file_name"], dest)
+                shutil.copyfile(src, dest)
             # the imagefolder convention: metadata.jsonl next to the images
             shutil.copyfile(tmp / STUDIO_DATA, tmp / "images" / "metadata.jsonl")
         card = {
@@ -100,6 +100,24 @@ def save(name: str, rows: list[dict], report: Report, *, data_dir, source: str, 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _image_paths(i: int, name, folder: Path, dest_root: Path) -> tuple[Path, Path]:
+    """(source, destination) of row i's image, both resolved (symlinks included). A name that leads out of the
+    image folder is never copied, whatever "drop rows with problems" says; a missing file fails the save."""
+    shown = f"row {i} ({name!r})"
+    if not isinstance(name, str) or not name.strip():
+        raise FieldError("image", f"{shown}: no file_name; fix the row or tick \"Drop rows with problems\"")
+    try:
+        src = paths.join_inside(folder, name, field="image", what="the image folder")
+        dest = paths.join_inside(dest_root, name, field="image", what="the new dataset's images folder")
+    except FieldError as e:
+        raise FieldError("image", f"{shown}: {e.message}; nothing was saved. Fix its file_name or tick "
+                                  f"\"Drop rows with problems\"") from None
+    if not src.is_file():
+        raise FieldError("image", f"{shown}: image file not found in {folder}; nothing was saved. Add the file "
+                                  f"or tick \"Drop rows with problems\"")
+    return src, dest
 
 
 def read_card(folder: Path) -> dict:

@@ -74,7 +74,7 @@ def resolve_side(value: str, data_dir=None, *, field: str = "model") -> Side:
     dd = paths.data_dir(data_dir)
     if v.startswith("job:"):
         job = v.split(":", 1)[1]
-        out = paths.runs_dir(dd) / job / "output"
+        out = modeling.job_output(v, dd, field=field)  # confined to runs/
         if not out.is_dir() or not any(out.iterdir()):
             raise FieldError(field, f"job {job} has no output at {out} (did it finish? see the Jobs tab)")
         v = str(out)
