@@ -104,9 +104,11 @@ def _cfg(dd: Path, **over) -> dict:
     return {"data_dir": str(dd), "run_dir": "runs/pytest-ab-validate", "finetuned": "bundled:smollm2", **over}
 
 
-def test_validate_config_names_the_bad_field(prepared_data_dir, tmp_path):
-    dd = prepared_data_dir
+def test_validate_config_names_the_bad_field(studio_data_dir, tmp_path):
+    dd = studio_data_dir
     validate_config(_cfg(dd))  # the bundled model against itself, the demo prompts
+    data = dd / "datasets"  # prompt files must be inside the data dir (tests/test_security.py)
+    data.mkdir()
 
     def bad(field: str, **over):
         with pytest.raises(FieldError) as e:
@@ -122,8 +124,8 @@ def test_validate_config_names_the_bad_field(prepared_data_dir, tmp_path):
     err = bad("reward_model", reward_model="bundled:smollm2")  # a causal LM, not a classifier
     assert "ForCausalLM" in err.message
     bad("reward_model", reward_model=str(tmp_path / "no-such-rm"))
-    bad("prompts", prompts=str(tmp_path / "nope.jsonl"))
-    qs = tmp_path / "qs.jsonl"
+    bad("prompts", prompts=str(data / "nope.jsonl"))
+    qs = data / "qs.jsonl"
     qs.write_text("".join(json.dumps({"question": f"q {i}"}) + "\n" for i in range(3)))
     assert "question" in bad("prompt_column", prompts=str(qs)).message
     validate_config(_cfg(dd, prompts=str(qs), prompt_column="question"))

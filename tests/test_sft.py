@@ -179,9 +179,11 @@ def test_validate_config_accepts_the_demo_without_loading_torch(prepared_data_di
     assert proc.stdout.strip().splitlines()[-1] == "False", "validate_config must stay cheap (no torch)"
 
 
-def test_validate_config_names_the_bad_field(prepared_data_dir, tmp_path):
-    dd = prepared_data_dir
+def test_validate_config_names_the_bad_field(studio_data_dir, tmp_path):
+    dd = studio_data_dir
     validate_config(_base_cfg(dd))  # the demo recipe is valid
+    data = dd / "datasets"  # dataset files must be inside the data dir (tests/test_security.py)
+    data.mkdir()
 
     def bad(field: str, **over):
         with pytest.raises(FieldError) as e:
@@ -189,15 +191,15 @@ def test_validate_config_names_the_bad_field(prepared_data_dir, tmp_path):
         assert e.value.field == field, (field, over, e.value)
         return e.value
 
-    bad("dataset", dataset=str(tmp_path / "nope.jsonl"))
-    wrong_cols = tmp_path / "qa.jsonl"
+    bad("dataset", dataset=str(data / "nope.jsonl"))
+    wrong_cols = data / "qa.jsonl"
     wrong_cols.write_text("".join(json.dumps({"question": f"hi {i}", "answer": "hello"}) + "\n" for i in range(3)))
     err = bad("prompt_column", dataset=str(wrong_cols))
     assert "'prompt'" in err.message and "question" in err.message and "answer" in err.message
     err = bad("response_column", dataset=str(wrong_cols), prompt_column="question")
     assert "'response'" in err.message and "answer" in err.message
     validate_config(_base_cfg(dd, dataset=str(wrong_cols), prompt_column="question", response_column="answer"))
-    chat = tmp_path / "chat.jsonl"
+    chat = data / "chat.jsonl"
     chat.write_text("".join(json.dumps({"messages": [{"role": "user", "content": f"hi {i}"},
                                                      {"role": "assistant", "content": "hello"}]}) + "\n"
                             for i in range(3)))

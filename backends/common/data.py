@@ -27,11 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FieldError
+from . import paths
 from .paths import ROOT, datasets_dir
 
 TEMPLATES = ("chat", "dschat", "plain")
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
-BUNDLED_DATASETS = {"demo_sft": ROOT / "presets" / "datasets" / "demo_sft.jsonl"}
+_SUFFIX_LIST = "/".join(SUFFIXES)  # ".jsonl/.json/.csv/.tsv/.parquet", for messages
+MAX_FOLDER_ENTRIES = 10_000  # a folder given as a dataset is walked at most this far
+BUNDLED_DIR = ROOT / "presets" / "datasets"  # the samples the project ships: nameable from the page
+BUNDLED_DATASETS = {"demo_sft": BUNDLED_DIR / "demo_sft.jsonl"}
 DEMO_SFT = BUNDLED_DATASETS["demo_sft"]
 # A studio dataset (made on the Datasets tab or by `python -m backends.data save`) is a folder under
 # <data-dir>/datasets holding the card and the mapped, validated rows.
@@ -40,33 +44,63 @@ STUDIO_DATA = "data.jsonl"
 
 
 # ------------------------------------------------------------------------------------ locating
-def resolve_dataset(value: str, data_dir: str | os.PathLike | None = None, *, field: str = "dataset") -> Path:
+def resolve_dataset(value: str, data_dir: str | os.PathLike | None = None, *, field: str = "dataset",
+                    confine: bool | None = None) -> Path:
     """The dataset file (or save_to_disk folder) named by `value`.
 
     Tries, in order: `bundled:<name>`; the path as given (absolute, or relative to the working dir);
     `<data-dir>/datasets/<value>`; the project root (so `presets/datasets/demo_sft.jsonl` works from anywhere).
+
+    Confined (the default when a data dir is given, as the studio always gives one): the path must resolve,
+    symlinks included, inside the data dir or the bundled samples (presets/datasets); a relative path is tried
+    under `<data-dir>/datasets`, the data dir (as the Datasets tab lists it) and the project root, not the working
+    dir. Anything else gets the Datasets tab's "outside the data dir" message, whether it exists or not. By hand,
+    without --data_dir, any readable file may be named.
     """
     v = str(value or "").strip()
     if not v:
-        raise FieldError(field, "is empty: give a .jsonl/.json/.csv/.parquet file of prompt/response rows")
+        raise FieldError(field, f"is empty: give a {_SUFFIX_LIST} file of prompt/response rows")
     if v.startswith("bundled:"):
         name = v.split(":", 1)[1]
         if name not in BUNDLED_DATASETS:
             raise FieldError(field, f"unknown bundled dataset {name!r}; known: {', '.join(BUNDLED_DATASETS)}")
         return BUNDLED_DATASETS[name]
+    confine = data_dir is not None if confine is None else confine
+    dd = paths.data_dir(data_dir)
+
+    def allowed(c: Path) -> bool:
+        return not confine or paths.inside(c, dd) or paths.inside(c, BUNDLED_DIR)
+
+    def checked(found: Path, shown: str) -> Path:
+        if not allowed(found):  # a link inside the data dir that points out of it
+            raise paths.outside_data_dir(shown, dd, found, field=field)
+        return found.resolve()
+
     p = Path(v).expanduser()
     candidates = [p]
     if not p.is_absolute():
-        candidates += [datasets_dir(data_dir) / p, ROOT / p]
+        # confined: not the working dir, only the data dir and the bundled samples under the project root
+        candidates = [datasets_dir(dd) / p, dd / p, ROOT / p] if confine else [p, datasets_dir(dd) / p, ROOT / p]
+    if not any(allowed(c) for c in candidates):  # refused before anything is read or walked
+        raise paths.outside_data_dir(v, dd, p if p.is_absolute() else dd / p, field=field)
     for c in candidates:
+        if not allowed(c):
+            if os.path.lexists(c):  # there, but a link (or ../) leads out of the data dir
+                raise paths.outside_data_dir(v, dd, c, field=field)
+            continue
         if c.is_dir() and (c / STUDIO_CARD).is_file():  # a studio dataset: its mapped rows
-            return (c / STUDIO_DATA).resolve()
-        if c.is_file() or (c.is_dir() and (_is_saved_dataset(c) or data_files(c))):
-            return c.resolve()
+            return checked(c / STUDIO_DATA, v)
+        if c.is_file() or (c.is_dir() and (_is_saved_dataset(c) or data_files(c, field=field))):
+            for f in data_files(c, field=field) if confine and c.is_dir() else []:
+                checked(f, str(f))
+            return checked(c, v)
     for c in candidates:
-        if c.is_dir():
-            raise FieldError(field, f"{c} is a folder without .jsonl/.json/.csv/.parquet files")
-    where = f" (looked in the working dir, {datasets_dir(data_dir)} and {ROOT})" if not p.is_absolute() else ""
+        if c.is_dir() and allowed(c):
+            raise FieldError(field, f"{c} is a folder without {_SUFFIX_LIST} files")
+    if confine:
+        where = f" (looked in {dd})"
+    else:
+        where = f" (looked in the working dir, {datasets_dir(dd)} and {ROOT})" if not p.is_absolute() else ""
     raise FieldError(field, f"file not found: {v}{where}")
 
 
@@ -78,7 +112,7 @@ def split_dataset_list(value: str) -> list[str]:
 def resolve_datasets(value: str, data_dir: str | os.PathLike | None = None, *, field: str = "dataset") -> list[Path]:
     names = split_dataset_list(value)
     if not names:
-        raise FieldError(field, "is empty: give a .jsonl/.json/.csv/.parquet file of prompt/response rows")
+        raise FieldError(field, f"is empty: give a {_SUFFIX_LIST} file of prompt/response rows")
     return [resolve_dataset(n, data_dir, field=field) for n in names]
 
 
@@ -86,11 +120,22 @@ def _is_saved_dataset(p: Path) -> bool:
     return (p / "state.json").is_file() or (p / "dataset_dict.json").is_file()
 
 
-def data_files(folder: Path) -> list[Path]:
+def data_files(folder: Path, *, field: str = "dataset", limit: int = MAX_FOLDER_ENTRIES) -> list[Path]:
     """Data files of a dataset folder (e.g. a hub snapshot with data/train-*.parquet): the train files if
-    any file name says 'train', else all of them."""
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in SUFFIXES
-                   and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    any file name says 'train', else all of them. Hidden entries are skipped and links to folders are not
+    followed; a folder of more than `limit` entries is refused, so a typed `/usr` cannot hold a worker."""
+    folder = Path(folder)
+    files: list[Path] = []
+    seen = 0
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        seen += len(dirs) + len(names)
+        if seen > limit:
+            raise FieldError(field, f"{folder} holds more than {limit} entries; give the data file itself or a "
+                                    f"folder of only the data files")
+        files += [Path(top) / n for n in names if not n.startswith(".") and Path(n).suffix.lower() in SUFFIXES
+                  and (Path(top) / n).is_file()]
+    files.sort()
     train = [f for f in files if "train" in f.name.lower()]
     return train or files
 
@@ -107,7 +152,8 @@ def _kind(path: Path, field: str = "dataset") -> str:
         return "csv"
     if suf == ".parquet":
         return "parquet"
-    raise FieldError(field, f"unsupported file type {path.suffix!r} ({path.name}); use .jsonl, .json, .csv or .parquet")
+    raise FieldError(field, f"unsupported file type {path.suffix!r} ({path.name}); use "
+                            f"{', '.join(SUFFIXES[:-1])} or {SUFFIXES[-1]}")
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -280,7 +326,7 @@ def read_table(path: Path, *, field: str = "dataset", strict: bool = False, spli
     if kind == "folder":
         files = data_files(path)
         if not files:
-            raise FieldError(field, f"{path} holds no .jsonl/.json/.csv/.tsv/.parquet files")
+            raise FieldError(field, f"{path} holds no {_SUFFIX_LIST} files")
         tables = [read_table(f, field=field, strict=strict) for f in files]
         if len(tables) == 1:
             return tables[0]
