@@ -60,6 +60,8 @@ if [ "$SKIP_INSTALL" = 0 ] && needs_install; then
   say "packages installed"
 fi
 
+# Everything the studio and its jobs write (data dir, jobs.sqlite, datasets, logs, outputs) is for this user only.
+umask 077
 export GRADIO_ANALYTICS_ENABLED=False
 export HF_HUB_DISABLE_TELEMETRY=1
 export DO_NOT_TRACK=1

@@ -21,22 +21,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Examples:\n"
             "  ./launch.sh                          serve on http://127.0.0.1:7860\n"
-            "  ./launch.sh --listen --auth me:secret --port 8080\n"
+            "  ./launch.sh --listen --auth-file ~/.studio-auth --port 8080\n"
+            "                                       (the file holds me:secret, chmod 600)\n"
             "  ./launch.sh --tests                  set everything up and run the test suite\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     net = p.add_argument_group("network")
     net.add_argument("--listen", action="store_true",
-                     help="bind 0.0.0.0 so other machines can reach the studio (use --auth!)")
+                     help="bind 0.0.0.0 so other machines can reach the studio (use --auth-file!); "
+                          "anyone on the network can then try to log in, so use a strong password")
     net.add_argument("--share", action="store_true",
-                     help="ask Gradio for a public share link; without internet it says so and serves locally")
+                     help="ask Gradio for a public share link (anyone with the link reaches the login page: "
+                          "use --auth-file); without internet it says so and serves locally")
     net.add_argument("--port", type=int, default=None,
                      help=f"port to serve on (default {DEFAULT_PORT}, or the next free one)")
     net.add_argument("--auth", default=None, metavar="USER:PASS[,USER2:PASS2]",
-                     help="require a login; several pairs separated by commas")
+                     help="require a login; several pairs separated by commas. Every local user can read "
+                          "it in the process list: on a shared machine use --auth-file")
     net.add_argument("--auth-file", default=None, metavar="FILE",
-                     help="file with one USER:PASS per line (blank lines and # comments ignored)")
+                     help="file with one USER:PASS per line (blank lines and # comments ignored); "
+                          "keeps the password out of the process list (chmod 600 it)")
     net.add_argument("--api", action="store_true",
                      help="show the API page link in the footer (endpoints are always callable with gradio_client)")
     data = p.add_argument_group("data")

@@ -6,15 +6,18 @@ and the command line print the same report. Paths typed into the page must stay 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import OrderedDict
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from app.context import StudioContext
 from app.i18n import t
+from backends.common import paths
 from backends.common.errors import FieldError
 from backends.data import catalog, store
 from backends.data.check import CheckOptions, check_opened, default_mapping
@@ -56,6 +59,23 @@ def _mtime(spec: str, ctx: StudioContext) -> float:
         return p.stat().st_mtime
     except OSError:
         return 0.0
+
+
+def _delete_uploaded(files) -> None:
+    """Deletes Gradio's temporary copies of uploaded files (and their emptied folders) once handled; only files
+    inside Gradio's upload folder are touched."""
+    from gradio.utils import get_upload_folder
+
+    root = Path(get_upload_folder()).resolve()
+    for f in files:
+        p = Path(f)
+        if not paths.inside(p, root) or p.resolve() == root:
+            continue
+        with contextlib.suppress(OSError):
+            p.unlink()
+        with contextlib.suppress(OSError):
+            if p.parent.resolve() != root:
+                p.parent.rmdir()  # only when empty
 
 
 def catalog_choices(lang: str) -> list[tuple[str, str]]:
@@ -280,6 +300,8 @@ def build(ctx: StudioContext) -> dict:
         except FieldError as e:
             gr.Warning(f"{e.field}: {e.message}")
             return gr.update(), gr.update(), f"⚠ {e.field}: {e.message}"
+        finally:
+            _delete_uploaded(files)  # accepted (copied into datasets/uploads) or refused: Gradio's copy goes
         rel = str(stored.relative_to(ctx.data_dir))
         gr.Info(t("ds.uploaded", ctx.lang).format(path=rel))
         return gr.update(choices=local_candidates(ctx.data_dir), value=rel), rel, gr.update()
