@@ -74,10 +74,11 @@ class ABEvalArgs:
     # ----------------------------------------------------------------------------------------- data
     prompts: str = field(default="presets/datasets/demo_prompts.jsonl", metadata=_m(
         "data", "Prompts", "提示集",
-        "A studio dataset or a .jsonl/.json/.csv/.parquet file with a prompt column. Relative paths: working dir, "
-        "<data-dir>/datasets, project root.",
-        "工作室数据集，或含提示列的 .jsonl/.json/.csv/.parquet 文件。相对路径依次在工作目录、<数据目录>/datasets、"
-        "项目根目录中查找。", widget="file", dataset_kind="prompt"))
+        "A studio dataset or a .jsonl/.json/.csv/.tsv/.parquet file with a prompt column. With a data dir (the "
+        "studio always sets one) it must be inside it or a bundled sample: relative paths are tried in "
+        "<data-dir>/datasets, the data dir, the project root; without one also the working dir.",
+        "工作室数据集，或含提示列的 .jsonl/.json/.csv/.tsv/.parquet 文件。设置了数据目录时（工作室总会设置）必须位于其中"
+        "或为内置示例：相对路径依次在 <数据目录>/datasets、数据目录、项目根目录中查找；未设置时也查找工作目录。", widget="file", dataset_kind="prompt"))
     prompt_column: str = field(default="prompt", metadata=_m(
         "data", "Prompt column", "提示列", "Column of the prompts file that holds the prompt.",
         "提示文件中存放提示的列名。"))

@@ -51,11 +51,12 @@ class SFTArgs:
     dataset: str = field(default="presets/datasets/demo_sft.jsonl", metadata=_m(
         "data", "Dataset", "数据集",
         "A studio dataset (made on the Datasets tab), or a .jsonl/.json/.csv/.tsv/.parquet file (or a folder of "
-        "them) of prompt/response rows or chat `messages` rows; several, comma-separated, are blended. Relative "
-        "paths: working dir, <data-dir>/datasets, project root.",
+        "them) of prompt/response rows or chat `messages` rows; several, comma-separated, are blended. With a data "
+        "dir (the studio always sets one) it must be inside it or a bundled sample: relative paths are tried in "
+        "<data-dir>/datasets, the data dir, the project root; without one also the working dir.",
         "工作室数据集（在“数据集”标签页中创建），或由 prompt/response 行或对话 `messages` 行组成的 "
-        ".jsonl/.json/.csv/.tsv/.parquet 文件（或其所在目录）；多个用逗号分隔时合并使用。相对路径依次在工作目录、"
-        "<数据目录>/datasets、项目根目录中查找。",
+        ".jsonl/.json/.csv/.tsv/.parquet 文件（或其所在目录）；多个用逗号分隔时合并使用。设置了数据目录时（工作室总会设置）"
+        "必须位于其中或为内置示例：相对路径依次在 <数据目录>/datasets、数据目录、项目根目录中查找；未设置时也查找工作目录。",
         widget="file", dataset_kind="sft"))
     data_split: str = field(default="", metadata=_m(
         "data", "Data split", "数据划分",
