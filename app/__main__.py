@@ -30,7 +30,6 @@ def secure_data_dir(data_dir: Path) -> None:
     os.umask(0o077)
     if not data_dir.exists():
         data_dir.mkdir(parents=True, mode=0o700)
-        data_dir.chmod(0o700)  # mkdir's mode is masked by the umask of a parent; say it plainly
     elif data_dir.stat().st_mode & 0o077:
         print(f"[studio] note: the data dir {data_dir} can be read by other users "
               f"(mode {data_dir.stat().st_mode & 0o777:o}); `chmod 700 {data_dir}` keeps datasets, logs and "
@@ -83,7 +82,8 @@ class OriginGuard:
                     return
                 body = b"cross-origin request refused by Finetune Studio"
                 await send({"type": "http.response.start", "status": 403,
-                            "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+                            "headers": [(b"content-type", b"text/plain"),
+                                        (b"content-length", str(len(body)).encode())]})
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         auth_message="Finetune Studio: log in" if auth else None,
         prevent_thread_lock=True, quiet=True, footer_links=footer, css=ui.CSS,
         allowed_paths=[str(data_dir)], max_file_size=max_upload_bytes(), strict_cors=True,
-        app_kwargs={"middleware": [Middleware(OriginGuard, extra=os.environ.get("STUDIO_ALLOWED_ORIGINS", ""))]},
+        app_kwargs={"middleware": [Middleware(OriginGuard,
+                                              extra=os.environ.get("STUDIO_ALLOWED_ORIGINS", ""))]},
     )
     print(f"[studio] ready in {time.time() - t_start:.1f} s: http://{'127.0.0.1' if host == '127.0.0.1' else host}:{port}",
           flush=True)

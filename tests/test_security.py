@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -16,7 +17,6 @@ from conftest import ROOT, Studio, free_port, wait_http
 
 AUTH = ("u", "p")
 UPLOAD_MB = 1  # STUDIO_MAX_UPLOAD_MB of the test studio
-SECRET = b"secret bytes of another file"
 
 
 def _png(path: Path, color=(200, 30, 30)) -> Path:
@@ -35,7 +35,8 @@ def sec(tmp_path_factory, prepared_data_dir):
     secret = base / "secret.png"
     _png(secret)
     secret.chmod(0o600)
-    (base / "outside.jsonl").write_text("".join(json.dumps({"prompt": f"p{i}", "response": "r"}) + "\n" for i in range(3)))
+    (base / "outside.jsonl").write_text("".join(json.dumps({"prompt": f"p{i}", "response": "r"}) + "\n"
+                                                for i in range(3)))
     (base / "outside_prompts.jsonl").write_text(json.dumps({"prompt": "a prompt from outside"}) + "\n")
     (base / "x").mkdir()
     (base / "x" / "output").symlink_to(prepared_data_dir / "models" / "smollm2-135m-instruct")
@@ -56,8 +57,7 @@ def sec(tmp_path_factory, prepared_data_dir):
         from gradio_client import Client
 
         client = Client(studio.url + "/", auth=AUTH, verbose=False)
-        yield type("Sec", (), {"base": base, "dd": dd, "url": studio.url, "client": client, "studio": studio,
-                               "secret": secret})
+        yield SimpleNamespace(base=base, dd=dd, url=studio.url, client=client, studio=studio, secret=secret)
     finally:
         studio.stop()
 
