@@ -14,7 +14,9 @@ is wrong with it, naming the file and line (or item/row) and the column:
   missing_file, bad_image   (images) the file is not there, or is not an image
 
 Rows with problems are dropped when `drop_bad` is on (too-long rows only with `drop_too_long`: training
-truncates them otherwise); the report says how many. It also gives the token-length histogram with
+truncates them otherwise); lines that could not be read are never rows. The report says how many rows it
+dropped and how many with problems it kept, and how to change that: in the words of the CLI (`--keep-bad`,
+`--drop-too-long`) unless the caller passes its own `hints` (the page names its checkboxes). It also gives the token-length histogram with
 p50/p95/max and the language mix.
 """
 from __future__ import annotations
@@ -46,7 +48,14 @@ CODE_LABELS = {
     "missing_file": ("image files not found", "找不到的图片文件"),
     "bad_image": ("files that are not images", "不是图片的文件"),
 }
+# The report's split names (backends.common.data.split_counts) and sources without a file format, in Chinese.
+SPLIT_LABELS_ZH = {"step1 sft": "第 1 步 SFT", "step2 reward": "第 2 步 奖励模型", "step3 rlhf": "第 3 步 RLHF",
+                   "train": "训练", "eval": "验证"}
+FORMAT_LABELS_ZH = {"bundled": "内置样例", "hub": "Hub 数据集", "studio": "工作室数据集", "imagefolder": "图片文件夹"}
 SHOW_PROBLEMS = 50  # listed one by one; the counts cover all of them
+# How to drop the rows a report kept, in the words of `python -m backends.data` (en, zh); the page passes its own.
+CLI_HINTS = {"kept_bad": ("run without --keep-bad to drop them", "去掉 --keep-bad 即可丢弃"),
+             "kept_long": ("add --drop-too-long to drop them", "加上 --drop-too-long 即可丢弃")}
 
 
 @dataclass
@@ -81,6 +90,8 @@ class Report:
     fatal: str = ""               # why the data cannot be used at all
     notes: list[str] = field(default_factory=list)
     drop_bad: bool = True
+    kept_bad: int = 0             # rows kept although they have a problem (drop_bad off)
+    kept_long: int = 0            # rows kept although longer than max_len (drop_too_long off)
 
     @property
     def usable(self) -> bool:
@@ -93,10 +104,12 @@ class Report:
         return d
 
     # ------------------------------------------------------------------------------ rendering
-    def lines(self, lang: str = "en") -> list[str]:
+    def lines(self, lang: str = "en", hints: dict[str, str] | None = None) -> list[str]:
+        """hints: {"kept_bad": ..., "kept_long": ...}, how to drop kept rows (default: the CLI's flags)."""
         zh = lang == "zh"
+        hints = {k: v[1 if zh else 0] for k, v in CLI_HINTS.items()} | (hints or {})
         out = [f"{'来源' if zh else 'source'}: {self.source}",
-               (f"{'格式' if zh else 'format'}: {self.format} · {'用途' if zh else 'kind'}: {self.kind} "
+               (f"{'格式' if zh else 'format'}: {FORMAT_LABELS_ZH.get(self.format, self.format) if zh else self.format} · {'用途' if zh else 'kind'}: {self.kind} "
                 f"({KIND_LABELS.get(self.kind, ('', ''))[1 if zh else 0]}) · "
                 f"{'转换' if zh else 'transform'}: {self.transform}"),
                f"{'列映射' if zh else 'mapping'}: " + (", ".join(f"{k} ← {v}" for k, v in self.mapping.items() if v)
@@ -111,15 +124,23 @@ class Report:
             out.append(f"{'问题' if zh else 'problems'}: " + ", ".join(parts))
         dropped = sum(self.dropped.values())
         if dropped:
-            out.append((f"丢弃 {dropped} 行（" if zh else f"dropped {dropped} rows (")
+            out.append((f"丢弃 {dropped} 行（" if zh else f"dropped {_rows(dropped)} (")
                        + ", ".join(f"{CODE_LABELS[c][1 if zh else 0]} {n}" for c, n in self.dropped.items())
                        + ("）" if zh else ")"))
-        elif self.counts:
-            out.append("有问题的行已保留" if zh else "rows with problems are kept (drop them with --drop-bad)")
+        if self.kept_bad:
+            out.append(f"保留了 {self.kept_bad} 个有问题的行（{hints['kept_bad']}）" if zh else
+                       f"{_rows(self.kept_bad)} with problems {'is' if self.kept_bad == 1 else 'are'} kept "
+                       f"({hints['kept_bad']})")
+        if self.kept_long:
+            out.append(f"保留了 {self.kept_long} 个超长的行，训练时会截断（{hints['kept_long']}）" if zh else
+                       f"{_rows(self.kept_long)} over max length {'is' if self.kept_long == 1 else 'are'} kept: "
+                       f"training truncates {'it' if self.kept_long == 1 else 'them'} ({hints['kept_long']})")
         s = self.token_stats
         if s:
-            out.append(f"tokens ({s.get('tokenizer', '')}): p50 {s['p50']} · p95 {s['p95']} · max {s['max']} · "
-                       f"mean {s['mean']:.1f} · {'超过' if zh else 'over'} {s['max_len']}: {s['over']}")
+            out.append((f"token 数（{s.get('tokenizer', '')}）：中位数 {s['p50']} · p95 {s['p95']} · 最大 {s['max']} · "
+                        f"平均 {s['mean']:.1f} · 超过 {s['max_len']}：{s['over']}") if zh else
+                       (f"tokens ({s.get('tokenizer', '')}): p50 {s['p50']} · p95 {s['p95']} · max {s['max']} · "
+                        f"mean {s['mean']:.1f} · over {s['max_len']}: {s['over']}"))
         if self.languages:
             total = sum(self.languages.values()) or 1
             out.append(f"{'语言' if zh else 'languages'}: " + ", ".join(
@@ -127,7 +148,8 @@ class Report:
         for n in self.notes:
             out.append(f"{'注' if zh else 'note'}: {n}")
         if self.splits:
-            out.append(f"{'划分' if zh else 'split'}: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
+            out.append(f"{'划分' if zh else 'split'}: " + ", ".join(
+                f"{SPLIT_LABELS_ZH.get(k, k) if zh else k} {v}" for k, v in self.splits.items()))
         for p in self.problems:
             out.append(f"  - {p}")
         shown = len(self.problems)
@@ -136,8 +158,12 @@ class Report:
             out.append(f"  … {total_problems - shown} {'个问题未列出' if zh else 'more problems not listed'}")
         return out
 
-    def to_text(self, lang: str = "en") -> str:
-        return "\n".join(self.lines(lang))
+    def to_text(self, lang: str = "en", hints: dict[str, str] | None = None) -> str:
+        return "\n".join(self.lines(lang, hints))
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -279,9 +305,11 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
         if i is not None and i not in bad_rows:
             bad_rows[i] = code
 
+    unreadable = 0  # lines that are not rows at all: never kept, whatever drop_bad says
     for i, col, msg in table.problems:  # load problems: lines that are not rows, or ragged rows
         if i is None:
             counts["load"] += 1
+            unreadable += 1
             if len(problems) < SHOW_PROBLEMS:
                 problems.append(Problem(name, col, "load", msg.removeprefix(f"{name} ")))
         else:
@@ -352,6 +380,7 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
 
     kept: list[dict] = []
     dropped: Counter[str] = Counter()
+    dropped["load"] += unreadable
     langs: Counter[str] = Counter()
     for i, row in enumerate(internal):
         code = bad_rows.get(i)
@@ -360,6 +389,8 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
         if row is None or (code is not None and drop_bad) or (code == "too_long"):
             dropped[code or "transform"] += 1
             continue
+        rep.kept_bad += code is not None
+        rep.kept_long += lengths.get(i, 0) > max_len
         kept.append(row)
         langs[language_of(row_text(row))] += 1
     rep.rows_read = len(table.rows) + sum(1 for i, _, _ in table.problems if i is None)
