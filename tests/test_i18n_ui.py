@@ -68,19 +68,9 @@ def test_validate_says_the_broken_line_was_dropped_in_the_pages_words(studio, pa
                                  json.dumps(GOOD[2])]) + "\n", encoding="utf-8")
     open_page(page, studio)
     page.get_by_role("tab", name="Datasets").click()
-
-    # a catalog entry first: its description shows ...
-    page.locator("#ds-catalog input").fill("demo_sft")
-    page.get_by_role("option", name="demo_sft", exact=False).first.click()
-    page.wait_for_function("() => document.querySelector('#ds-entry').innerText.includes('demo_sft')",
-                           timeout=30_000)
-    # ... and goes away when an upload is inspected instead
     page.locator("#ds-upload input[type=file]").set_input_files(str(broken))
     page.wait_for_function("() => document.querySelector('#ds-summary').innerText.includes('broken_line3.jsonl')",
                            timeout=60_000)
-    page.wait_for_function("() => document.querySelector('#ds-entry').innerText.trim() === ''", timeout=10_000)
-    assert page.locator("#ds-catalog input").input_value() == ""  # "Inspecting" names one source
-
     assert page.locator("#ds-drop-bad input").is_checked()
     page.locator("#ds-check").click()
     report = report_text(page, "kept")
@@ -88,7 +78,11 @@ def test_validate_says_the_broken_line_was_dropped_in_the_pages_words(studio, pa
     assert "dropped 1 row (unreadable lines 1)" in report, report
     assert "are kept" not in report and "--drop-bad" not in report and "--keep-bad" not in report, report
 
-    # box unticked and a row with an empty answer: kept, and the page says which box drops it
+    # a catalog entry: its description shows, and goes away when another source is inspected
+    page.locator("#ds-catalog input").fill("demo_sft")
+    page.get_by_role("option", name="demo_sft", exact=False).first.click()
+    page.wait_for_function("() => document.querySelector('#ds-entry').innerText.includes('demo_sft')",
+                           timeout=30_000)
     (studio.data_dir / "datasets").mkdir(exist_ok=True)
     (studio.data_dir / "datasets" / "with_empty.jsonl").write_text(
         "".join(json.dumps(r) + "\n" for r in [*GOOD, {"prompt": "Q?", "response": ""}]), encoding="utf-8")
@@ -96,6 +90,10 @@ def test_validate_says_the_broken_line_was_dropped_in_the_pages_words(studio, pa
     page.locator("#ds-path input").press("Enter")
     page.wait_for_function("() => document.querySelector('#ds-summary').innerText.includes('with_empty.jsonl')",
                            timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#ds-entry').innerText.trim() === ''", timeout=10_000)
+    assert page.locator("#ds-catalog input").input_value() == ""  # "Inspecting" names one source
+
+    # box unticked and a row with an empty answer: kept, and the page says which box drops it
     page.locator("#ds-drop-bad input").uncheck()
     page.locator("#ds-check").click()
     report = report_text(page, "with_empty.jsonl line 4")
@@ -263,3 +261,14 @@ def test_chinese_page_has_no_english_left(studio, browser):
     context.close()
     assert not leftovers, "English left in the 中文 page (tab: word ← where):\n" + "\n".join(
         f"  {tab}: {w!r} ← {where!r}" for tab, ws in leftovers.items() for w, where in sorted(ws.items()))
+
+
+def test_jobs_table_headers_and_statuses_follow_the_language():
+    from app.tabs.jobs import jobs_frame
+
+    job = {"id": "sft-0001", "status": "running", "kind": "sft", "recipe": "cpu-demo-smollm2", "model": "m",
+           "dataset": "d", "started_at": None, "ended_at": None, "final_loss": None}
+    zh = jobs_frame([job], "zh")
+    assert list(zh.columns)[:2] == ["编号", "状态"] and zh.iloc[0, 1] == "运行中" and zh.iloc[0, 0] == "sft-0001"
+    en = jobs_frame([job])
+    assert list(en.columns)[:2] == ["id", "status"] and en.iloc[0, 1] == "running"
