@@ -115,6 +115,11 @@ def test_cli_report_names_the_cli_flag_the_readme_lists(tmp_path, capsys):
     assert main(["check", str(f), "--kind", "sft", "--model", "none-such", "--data-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "dropped 1 row (empty fields 1)" in out and "is kept" not in out, out
+    assert main(["check", str(f), "--kind", "sft", "--keep-bad", "--model", "none-such", "--lang", "zh",
+                 "--data-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "保留了 1 个有问题的行（去掉 --keep-bad 即可丢弃）" in out, out
+    assert "with_empty.jsonl 第 4 行 [response]：response 为空" in out, out
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "--keep-bad" in readme and "--drop-bad" not in readme
 

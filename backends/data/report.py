@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -58,16 +59,30 @@ CLI_HINTS = {"kept_bad": ("run without --keep-bad to drop them", "去掉 --keep-
              "kept_long": ("add --drop-too-long to drop them", "加上 --drop-too-long 即可丢弃")}
 
 
+_WHERE_ZH = {"line": "第 {} 行", "row": "第 {} 行", "item": "第 {} 项"}
+
+
+def where_zh(where: str) -> str:
+    """ "demo.jsonl line 12" -> "demo.jsonl 第 12 行" (the places backends.common.data names)."""
+    return re.sub(r"\b(line|row|item) (\d+)\b", lambda m: _WHERE_ZH[m[1]].format(m[2]), where)
+
+
 @dataclass
 class Problem:
     where: str        # "demo.jsonl line 12"
     column: str       # the source column ("" for the whole row)
     code: str
     message: str
+    message_zh: str = ""  # the message in Chinese, where this module wrote it ("" for messages of other modules)
+
+    def text(self, lang: str = "en") -> str:
+        col = f" [{self.column}]" if self.column else ""
+        if lang == "zh":
+            return f"{where_zh(self.where)}{col}：{self.message_zh or where_zh(self.message)}"
+        return f"{self.where}{col}: {self.message}"
 
     def __str__(self) -> str:
-        col = f" [{self.column}]" if self.column else ""
-        return f"{self.where}{col}: {self.message}"
+        return self.text()
 
 
 @dataclass
@@ -151,7 +166,7 @@ class Report:
             out.append(f"{'划分' if zh else 'split'}: " + ", ".join(
                 f"{SPLIT_LABELS_ZH.get(k, k) if zh else k} {v}" for k, v in self.splits.items()))
         for p in self.problems:
-            out.append(f"  - {p}")
+            out.append(f"  - {p.text(lang)}")
         shown = len(self.problems)
         total_problems = sum(self.counts.values())
         if total_problems > shown:
@@ -221,8 +236,8 @@ def _texts_for_length(row: dict, kind: str) -> list[str]:
     return [str(row["prompt"])]
 
 
-def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple[str, str, str]]:
-    """[(column, code, message)] for the text fields of one internal row."""
+def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """[(column, code, message, message_zh)] for the text fields of one internal row."""
     out = []
     if "messages" in row:
         return out  # normalize_messages already checked roles and contents
@@ -230,37 +245,40 @@ def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple
         col = _column_of(mapping, fld)
         v = row.get(fld)
         if v is None:
-            out.append((col, "missing", f"no value for {fld}"))
+            out.append((col, "missing", f"no value for {fld}", f"{fld} 没有值"))
         elif not isinstance(v, str):
-            out.append((col, "non_string", f"{fld} must be text, got {type(v).__name__} {str(v)[:40]!r}"))
+            got = f"{type(v).__name__} {str(v)[:40]!r}"
+            out.append((col, "non_string", f"{fld} must be text, got {got}", f"{fld} 必须是文本，实际为 {got}"))
         elif not v.strip():
-            out.append((col, "empty", f"{fld} is empty"))
+            out.append((col, "empty", f"{fld} is empty", f"{fld} 为空"))
     if kind == "preference" and not out and row["chosen"].strip() == row["rejected"].strip():
-        out.append((_column_of(mapping, "rejected"), "same_pair", "chosen and rejected are the same text"))
+        out.append((_column_of(mapping, "rejected"), "same_pair", "chosen and rejected are the same text",
+                    "chosen 与 rejected 文本相同"))
     return out
 
 
-def _image_problems(row: dict, folder: Path | None, mapping: dict[str, str]) -> list[tuple[str, str, str]]:
+def _image_problems(row: dict, folder: Path | None, mapping: dict[str, str]) -> list[tuple[str, str, str, str]]:
     col = _column_of(mapping, "image")
     name = row.get("file_name")
     if not isinstance(name, str) or not name.strip():
-        return [(col, "missing", "no file_name")]
+        return [(col, "missing", "no file_name", "没有 file_name")]
     if folder is None:
-        return [(col, "missing_file", "image rows need an image folder")]
+        return [(col, "missing_file", "image rows need an image folder", "图片行需要图片文件夹")]
     p = (folder / name)
     try:
         p.resolve().relative_to(folder.resolve())
     except ValueError:
-        return [(col, "missing_file", f"{name} points outside the image folder")]
+        return [(col, "missing_file", f"{name} points outside the image folder", f"{name} 指向图片文件夹之外")]
     if not p.is_file():
-        return [(col, "missing_file", f"{name} not found in {folder.name}/")]
+        return [(col, "missing_file", f"{name} not found in {folder.name}/", f"{folder.name}/ 中找不到 {name}")]
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(p) as im:
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        return [(col, "bad_image", f"{name} is not a readable image ({type(e).__name__})")]
+        return [(col, "bad_image", f"{name} is not a readable image ({type(e).__name__})",
+                 f"{name} 不是可读取的图片（{type(e).__name__}）")]
     return []
 
 
@@ -298,10 +316,10 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
     problems: list[Problem] = []
     bad_rows: dict[int, str] = {}
 
-    def add(i: int | None, where: str, column: str, code: str, message: str) -> None:
+    def add(i: int | None, where: str, column: str, code: str, message: str, message_zh: str = "") -> None:
         counts[code] += 1
         if len(problems) < SHOW_PROBLEMS:
-            problems.append(Problem(where, column, code, message))
+            problems.append(Problem(where, column, code, message, message_zh))
         if i is not None and i not in bad_rows:
             bad_rows[i] = code
 
@@ -338,12 +356,13 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
                 continue
         probs = _value_problems(row, kind, mapping) if kind != "images" else (
             _value_problems(row, kind, mapping) + _image_problems(row, image_folder, mapping))
-        for col, code, msg in probs:
-            add(i, where, col, code, msg)
+        for col, code, msg, msg_zh in probs:
+            add(i, where, col, code, msg, msg_zh)
         if not probs:
             key = dedupe_key(row)
             if key in seen:
-                add(i, where, "", "duplicate", f"same as {table.where[seen[key]]}")
+                add(i, where, "", "duplicate", f"same as {table.where[seen[key]]}",
+                    f"与{where_zh(table.where[seen[key]])}相同")
             else:
                 seen[key] = i
         internal.append(row)
@@ -370,7 +389,8 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
                 counts["too_long"] += 1
                 if len(problems) < SHOW_PROBLEMS:
                     problems.append(Problem(f"{name} {table.where[i]}", "", "too_long",
-                                            f"{lengths[i]} tokens > max length {max_len}"))
+                                            f"{lengths[i]} tokens > max length {max_len}",
+                                            f"{lengths[i]} 个 token，超过最大长度 {max_len}"))
         vals = sorted(lengths.values())
         if vals:
             rep.token_stats = {"p50": _percentile(vals, 50), "p95": _percentile(vals, 95), "max": vals[-1],
