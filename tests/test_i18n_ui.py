@@ -101,6 +101,11 @@ def test_validate_says_the_broken_line_was_dropped_in_the_pages_words(studio, pa
     assert "1 row with problems is kept (tick “Drop rows with problems” to drop them)" in report, report
     assert "--" not in report, report
 
+    # a bad value is named by its label on the page, not by the option's name
+    page.locator("#ds-max-len input, #ds-max-len textarea").first.fill("abc")
+    page.locator("#ds-check").click()
+    report_text(page, "Max length (tokens): must be a whole number, got 'abc'")
+
 
 def test_cli_report_names_the_cli_flag_the_readme_lists(tmp_path, capsys):
     from backends.data.__main__ import main
@@ -277,3 +282,15 @@ def test_jobs_table_headers_and_statuses_follow_the_language():
     assert list(zh.columns)[:2] == ["编号", "状态"] and zh.iloc[0, 1] == "运行中" and zh.iloc[0, 0] == "sft-0001"
     en = jobs_frame([job])
     assert list(en.columns)[:2] == ["id", "status"] and en.iloc[0, 1] == "running"
+
+
+def test_preparation_log_status_lines_follow_the_language(tmp_path):
+    from app.prepare import Preparer
+
+    prep = Preparer(tmp_path, echo=False)
+    prep.log_path.parent.mkdir(parents=True)
+    prep.log_path.write_text("=== prepare started 2026-01-02 03:04:05 ===\nconverting …\n"
+                             "=== prepare finished with exit code 0 ===\n", encoding="utf-8")
+    zh = prep.log_tail(lang="zh")
+    assert zh == "=== 开始准备 2026-01-02 03:04:05 ===\nconverting …\n=== 准备结束，退出码 0 ===\n", zh
+    assert prep.log_tail() == prep.log_path.read_text(encoding="utf-8")  # the file itself stays as written

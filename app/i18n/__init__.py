@@ -131,6 +131,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "ds.saved": {"en": "Saved studio dataset {name} ({rows} rows)", "zh": "已保存工作室数据集 {name}（{rows} 行）"},
     "ds.uploaded": {"en": "Uploaded to {path}", "zh": "已上传到 {path}"},
     "ds.name_ph": {"en": "my-dataset", "zh": "我的数据集"},
+    "ds.err.whole": {"en": "must be a whole number, got {got}", "zh": "必须是整数，实际为 {got}"},
+    "ds.err.ratio": {"en": "must be a number in [0, 1), got {got}", "zh": "必须是 [0, 1) 之间的数，实际为 {got}"},
     "ds.transform.columns": {"en": "columns (map fields to columns)", "zh": "按列（字段映射到列）"},
     "ds.hint.tick_to_drop": {"en": "tick “{box}” to drop them", "zh": "勾选“{box}”即可丢弃"},
     "ds.hist.x": {"en": "tokens", "zh": "token 数"},
@@ -252,6 +254,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "msg.no_gpu": {"en": "no GPU: jobs run on CPU", "zh": "无 GPU：任务在 CPU 上运行"},
     "msg.preparing": {"en": "Preparing bundled models…", "zh": "正在准备内置模型……"},
     "msg.prepare_running": {"en": "Preparation is already running.", "zh": "准备任务已在运行。"},
+    "prepare.started": {"en": "prepare started {when}", "zh": "开始准备 {when}"},
+    "prepare.finished": {"en": "prepare finished with exit code {code}", "zh": "准备结束，退出码 {code}"},
 }
 
 

@@ -104,6 +104,19 @@ def transform_choices(lang: str) -> list[tuple[str, str]]:
     return [(t("ds.transform.columns", lang), "columns"), *((n, n) for n in TRANSFORMS)]
 
 
+# The form's fields by the name backends.data gives them in a FieldError -> the key of their label on this page.
+FIELD_LABELS = {"max_len": "ds.max_len", "eval_ratio": "ds.eval_ratio", "seed": "ds.seed", "data_split": "ds.data_split",
+                "model": "ds.model", "kind": "ds.kind", "transform": "ds.transform", "map": "ds.mapping",
+                "name": "ds.name"}
+
+
+def field_message(e: Exception, lang: str) -> str:
+    """A bad input as the page says it: the field's on-screen label, then the message."""
+    if not isinstance(e, FieldError):
+        return str(e)
+    return f"{t(FIELD_LABELS[e.field], lang) if e.field in FIELD_LABELS else e.field}: {e.message}"
+
+
 def report_hints(lang: str) -> dict[str, str]:
     """How to drop the rows a report kept, in the words of this page (its checkboxes), not the CLI's flags."""
     tick = t("ds.hint.tick_to_drop", lang)
@@ -215,7 +228,7 @@ def build(ctx: StudioContext) -> dict:
         try:
             op = cache.get(spec, ctx)
         except (FieldError, catalog.DatasetUnavailable) as e:
-            msg = f"{e.field}: {e.message}" if isinstance(e, FieldError) else str(e)
+            msg = field_message(e, ctx.lang)
             gr.Warning(msg)
             return [entry, f"⚠ {msg}", pd.DataFrame(), gr.update(), gr.update(), *slot_updates(None, k, "columns")]
         kinds = op.kinds  # a catalog entry's first kind is its main use; a file keeps the chosen kind if it can
@@ -247,15 +260,15 @@ def build(ctx: StudioContext) -> dict:
         try:
             mlen_i = int(str(mlen).strip())
         except ValueError:
-            raise FieldError("max_len", f"must be a whole number, got {mlen!r}") from None
+            raise FieldError("max_len", t("ds.err.whole", ctx.lang).format(got=repr(mlen))) from None
         try:
             er = float(str(eratio).strip() or 0)
         except ValueError:
-            raise FieldError("eval_ratio", f"must be a number in [0, 1), got {eratio!r}") from None
+            raise FieldError("eval_ratio", t("ds.err.ratio", ctx.lang).format(got=repr(eratio))) from None
         try:
             sd_i = int(str(sd).strip() or 1234)
         except ValueError:
-            raise FieldError("seed", f"must be a whole number, got {sd!r}") from None
+            raise FieldError("seed", t("ds.err.whole", ctx.lang).format(got=repr(sd))) from None
         return CheckOptions(kind=k, mapping=mapping, transform=tr_name, model=(mdl or "").strip(), max_len=mlen_i,
                             drop_bad=bool(dbad), drop_too_long=bool(dlong), data_split=(dsplit or "").strip(),
                             eval_ratio=er, seed=sd_i).validated()
@@ -267,7 +280,7 @@ def build(ctx: StudioContext) -> dict:
             opts = options(*args)
             op = cache.get(spec, ctx)
         except (FieldError, catalog.DatasetUnavailable) as e:
-            msg = f"{e.field}: {e.message}" if isinstance(e, FieldError) else str(e)
+            msg = field_message(e, ctx.lang)
             gr.Warning(msg)
             return None, None, f"⚠ {msg}", None
         rep, rows = check_opened(op, opts, ctx.data_dir)
@@ -290,8 +303,8 @@ def build(ctx: StudioContext) -> dict:
                                 eval_ratio=opts.eval_ratio, seed=opts.seed, overwrite=bool(ow),
                                 image_folder=op.image_folder)
         except FieldError as e:
-            gr.Warning(f"{e.field}: {e.message}")
-            return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n⚠ {e.field}: {e.message}", hist_frame(rep),
+            gr.Warning(field_message(e, ctx.lang))
+            return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n⚠ {field_message(e, ctx.lang)}", hist_frame(rep),
                     gr.update(), gr.update())
         msg = t("ds.saved", ctx.lang).format(name=folder.name, rows=len(rows))
         gr.Info(msg)

@@ -116,11 +116,11 @@ def build(ctx: StudioContext):
             gr.Info(t("msg.prepare_running", ctx.lang))
         else:
             gr.Info(t("msg.preparing", ctx.lang))
-        return ctx.preparer.log_tail()
+        return ctx.preparer.log_tail(lang=ctx.lang)
 
     def poll():
         report = get_report(ctx)
-        return envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail()
+        return envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail(lang=ctx.lang)
 
     def run_estimate(model, method, rank, prec, zero, off, ckpt, gpus, nodes, mb, seq, target):
         gpu_list, ram = _hardware(get_report(ctx))
