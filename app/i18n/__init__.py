@@ -54,7 +54,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "est.target_gpu": {"en": "Compare against", "zh": "对比硬件"},
     "est.detected": {"en": "detected hardware", "zh": "检测到的硬件"},
     "est.run": {"en": "Estimate", "zh": "估算"},
-    "est.full": {"en": "full fine-tuning", "zh": "全参数微调"},
+    "est.full": {"en": "full", "zh": "全参数"},
     "est.lora": {"en": "LoRA", "zh": "LoRA"},
     # environment report (app/envcheck.py: the tab's tables and the "Copy report" block)
     "env.reading": {"en": "Reading the machine…", "zh": "正在读取本机信息……"},
