@@ -105,8 +105,8 @@ def transform_choices(lang: str) -> list[tuple[str, str]]:
 
 
 # The form's fields by the name backends.data gives them in a FieldError -> the key of their label on this page.
-FIELD_LABELS = {"max_len": "ds.max_len", "eval_ratio": "ds.eval_ratio", "seed": "ds.seed", "data_split": "ds.data_split",
-                "model": "ds.model", "kind": "ds.kind", "transform": "ds.transform", "map": "ds.mapping",
+FIELD_LABELS = {"max_len": "ds.max_len", "eval_ratio": "ds.eval_ratio", "seed": "ds.seed",
+                "data_split": "ds.data_split", "model": "ds.model", "kind": "ds.kind", "transform": "ds.transform", "map": "ds.mapping",
                 "name": "ds.name"}
 
 
@@ -120,7 +120,8 @@ def field_message(e: Exception, lang: str) -> str:
 def report_hints(lang: str) -> dict[str, str]:
     """How to drop the rows a report kept, in the words of this page (its checkboxes), not the CLI's flags."""
     tick = t("ds.hint.tick_to_drop", lang)
-    return {"kept_bad": tick.format(box=t("ds.drop_bad", lang)), "kept_long": tick.format(box=t("ds.drop_long", lang))}
+    return {"kept_bad": tick.format(box=t("ds.drop_bad", lang)),
+            "kept_long": tick.format(box=t("ds.drop_long", lang))}
 
 
 def hist_frame(report) -> pd.DataFrame:
@@ -303,9 +304,10 @@ def build(ctx: StudioContext) -> dict:
                                 eval_ratio=opts.eval_ratio, seed=opts.seed, overwrite=bool(ow),
                                 image_folder=op.image_folder)
         except FieldError as e:
-            gr.Warning(field_message(e, ctx.lang))
-            return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n⚠ {field_message(e, ctx.lang)}", hist_frame(rep),
-                    gr.update(), gr.update())
+            msg = field_message(e, ctx.lang)
+            gr.Warning(msg)
+            return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n⚠ {msg}", hist_frame(rep), gr.update(),
+                    gr.update())
         msg = t("ds.saved", ctx.lang).format(name=folder.name, rows=len(rows))
         gr.Info(msg)
         return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n✅ {msg}", hist_frame(rep),

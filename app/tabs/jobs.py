@@ -24,7 +24,8 @@ def jobs_frame(jobs: list[dict], lang: str = "en") -> pd.DataFrame:
     for j in jobs:
         start, end = j.get("started_at"), j.get("ended_at")
         duration = (end or now) - start if start else None
-        rows.append([j["id"], t(f"jobs.status.{j['status']}", lang), j["kind"], j["recipe"], _short(j["model"]), _short(j["dataset"]),
+        rows.append([j["id"], t(f"jobs.status.{j['status']}", lang), j["kind"], j["recipe"], _short(j["model"]),
+                     _short(j["dataset"]),
                      time.strftime("%m-%d %H:%M", time.localtime(start)) if start else "—",
                      format_eta(duration) if duration is not None else "—",
                      f"{j['final_loss']:.4f}" if j.get("final_loss") is not None else "—"])

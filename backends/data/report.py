@@ -16,8 +16,8 @@ is wrong with it, naming the file and line (or item/row) and the column:
 Rows with problems are dropped when `drop_bad` is on (too-long rows only with `drop_too_long`: training
 truncates them otherwise); lines that could not be read are never rows. The report says how many rows it
 dropped and how many with problems it kept, and how to change that: in the words of the CLI (`--keep-bad`,
-`--drop-too-long`) unless the caller passes its own `hints` (the page names its checkboxes). It also gives the token-length histogram with
-p50/p95/max and the language mix.
+`--drop-too-long`) unless the caller passes its own `hints` (the page names its checkboxes). It also gives
+the token-length histogram with p50/p95/max and the language mix.
 """
 from __future__ import annotations
 
@@ -52,7 +52,8 @@ CODE_LABELS = {
 # The report's split names (backends.common.data.split_counts) and sources without a file format, in Chinese.
 SPLIT_LABELS_ZH = {"step1 sft": "第 1 步 SFT", "step2 reward": "第 2 步 奖励模型", "step3 rlhf": "第 3 步 RLHF",
                    "train": "训练", "eval": "验证"}
-FORMAT_LABELS_ZH = {"bundled": "内置样例", "hub": "Hub 数据集", "studio": "工作室数据集", "imagefolder": "图片文件夹"}
+FORMAT_LABELS_ZH = {"bundled": "内置样例", "hub": "Hub 数据集", "studio": "工作室数据集",
+                    "imagefolder": "图片文件夹"}
 SHOW_PROBLEMS = 50  # listed one by one; the counts cover all of them
 # How to drop the rows a report kept, in the words of `python -m backends.data` (en, zh); the page passes its own.
 CLI_HINTS = {"kept_bad": ("run without --keep-bad to drop them", "去掉 --keep-bad 即可丢弃"),
@@ -124,7 +125,8 @@ class Report:
         zh = lang == "zh"
         hints = {k: v[1 if zh else 0] for k, v in CLI_HINTS.items()} | (hints or {})
         out = [f"{'来源' if zh else 'source'}: {self.source}",
-               (f"{'格式' if zh else 'format'}: {FORMAT_LABELS_ZH.get(self.format, self.format) if zh else self.format} · {'用途' if zh else 'kind'}: {self.kind} "
+               (f"{'格式' if zh else 'format'}: {FORMAT_LABELS_ZH.get(self.format, self.format) if zh else self.format}"
+                f" · {'用途' if zh else 'kind'}: {self.kind} "
                 f"({KIND_LABELS.get(self.kind, ('', ''))[1 if zh else 0]}) · "
                 f"{'转换' if zh else 'transform'}: {self.transform}"),
                f"{'列映射' if zh else 'mapping'}: " + (", ".join(f"{k} ← {v}" for k, v in self.mapping.items() if v)
