@@ -119,13 +119,20 @@ def launchers() -> dict:
 
 
 def network_state(offline: bool, timeout: float = 1.5) -> str:
+    """offline_flag (--offline), online or offline; `network_text` says it in words."""
     if offline:
-        return "offline (--offline): nothing is fetched"
+        return "offline_flag"
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return "online: the model hub is reachable"
+            return "online"
     except OSError:
-        return "offline: the model hub is not reachable (local models and datasets only)"
+        return "offline"
+
+
+def network_text(state: str, lang: str = "en") -> str:
+    from app.i18n import t
+
+    return t(f"env.net.{state}", lang)
 
 
 def bundled_status(data_dir: Path) -> dict:
@@ -160,38 +167,49 @@ def gpu_summary(report: dict, lang: str = "en") -> str:
                      for d in tinfo["devices"])
 
 
+def _version(v: str, lang: str) -> str:
+    from app.i18n import t
+
+    return t("env.not_installed", lang) if v == "not installed" else v
+
+
 def to_markdown(report: dict, lang: str = "en") -> str:
     from app.i18n import t
 
     s, tinfo, pk = report["system"], report["torch"], report["packages"]
+    data_dir = f"`{s['data_dir']}`"
     lines = [
         f"### {t('env.system', lang)}",
-        "| item | value |", "|---|---|",
-        f"| OS | {s['os']} |",
-        f"| CPU | {s['cpu']} — **{s['cores']} cores** |",
-        f"| RAM | {s['ram_total_gb']} GB total, {s['ram_free_gb']} GB free |",
-        f"| Disk | {s['disk_free_gb']} GB free under `{s['data_dir']}` |",
-        f"| Python | {s['python']} (`{s['python_exe']}`) |",
+        f"| {t('env.col.item', lang)} | {t('env.col.value', lang)} |", "|---|---|",
+        f"| {t('env.os', lang)} | {s['os']} |",
+        f"| {t('env.cpu', lang)} | {s['cpu']} — **{t('env.cores', lang).format(n=s['cores'])}** |",
+        f"| {t('env.ram', lang)} | {t('env.ram_value', lang).format(total=s['ram_total_gb'], free=s['ram_free_gb'])} |",
+        f"| {t('env.disk', lang)} | {t('env.disk_value', lang).format(free=s['disk_free_gb'], dir=data_dir)} |",
+        f"| {t('env.python', lang)} | {s['python']} (`{s['python_exe']}`) |",
         f"| torch | **{tinfo['torch']}**, CUDA {tinfo['cuda_version'] or '—'} |",
         f"| GPU | {gpu_summary(report, lang)} |",
-        "| Distributed | " + ", ".join(f"{k} {'✅' if v else '—'}" for k, v in tinfo["distributed"].items()) + " |",
-        f"| Network | {report['network']} |",
+        f"| {t('env.distributed', lang)} | "
+        + ", ".join(f"{k} {'✅' if v else '—'}" for k, v in tinfo["distributed"].items()) + " |",
+        f"| {t('env.network', lang)} | {network_text(report['network'], lang)} |",
         "",
         f"### {t('env.software', lang)}",
-        "| package | version |", "|---|---|",
-        *[f"| {k} | {v} |" for k, v in pk.items()],
-        *[f"| launcher `{k}` | `{v}` |" for k, v in report["launchers"].items()],
+        f"| {t('env.col.package', lang)} | {t('env.col.version', lang)} |", "|---|---|",
+        *[f"| {k} | {_version(v, lang)} |" for k, v in pk.items()],
+        *[f"| {t('env.launcher', lang).format(name=f'`{k}`')} | "
+          f"`{t('env.missing', lang) if v == 'missing' else v}` |" for k, v in report["launchers"].items()],
         "",
         f"### {t('env.ds_ops', lang)}",
     ]
     ds = report["deepspeed"]
     if ds.get("error"):
-        lines.append(f"DeepSpeed is not usable: `{ds['error']}`")
+        lines.append(t("env.ds_unusable", lang).format(error=f"`{ds['error']}`"))
     else:
-        lines += [f"accelerator **{ds['accelerator']}**, ninja {'✅' if ds['ninja'] else '❌ (JIT ops cannot build)'}",
-                  "", "| op | installed | compatible |", "|---|---|---|"]
-        lines += [f"| {o['op']} | {'yes' if o['installed'] else 'no'} | {'✅' if o['compatible'] else '—'} |"
-                  for o in ds["ops"]]
+        lines += [t("env.ds_accel", lang).format(acc=ds["accelerator"],
+                                                 ninja="✅" if ds["ninja"] else t("env.no_ninja", lang)),
+                  "", f"| {t('env.col.op', lang)} | {t('env.col.installed', lang)} | {t('env.col.compatible', lang)} |",
+                  "|---|---|---|"]
+        lines += [f"| {o['op']} | {t('env.yes' if o['installed'] else 'env.no', lang)} | "
+                  f"{'✅' if o['compatible'] else '—'} |" for o in ds["ops"]]
     return "\n".join(lines)
 
 
@@ -201,33 +219,39 @@ def bundled_markdown(report: dict, lang: str = "en") -> str:
     lines = [f"### {t('env.bundled', lang)}"]
     for key, st in report["bundled"].items():
         mark = "✅" if st["ready"] else "⚠️"
-        lines.append(f"- {mark} **{key}** — {st['detail']}")
+        detail = st.get("detail_zh") if lang == "zh" and st.get("detail_zh") else st["detail"]
+        lines.append(f"- {mark} **{key}** — {detail}")
         if not st["ready"]:
-            lines.append(f"  - prepare with: `{st['command']}`")
+            lines.append(f"  - {t('env.prepare_with', lang)} `{st['command']}`")
     return "\n".join(lines)
 
 
-def to_text(report: dict) -> str:
+def to_text(report: dict, lang: str = "en") -> str:
     """The plain "Copy report" block: what to paste into a bug report."""
+    from app.i18n import t
+
     s, tinfo = report["system"], report["torch"]
     out = [
-        "Finetune Studio environment report",
-        f"os: {s['os']}",
-        f"cpu: {s['cpu']} ({s['cores']} cores)",
-        f"ram: {s['ram_total_gb']} GB total, {s['ram_free_gb']} GB free",
-        f"disk free under data dir: {s['disk_free_gb']} GB",
-        f"python: {s['python']} ({s['python_exe']})",
-        f"cuda available: {tinfo['cuda_available']} (cuda {tinfo['cuda_version']})",
-        *[f"gpu {d['index']}: {d['name']} {d['memory_gb']} GB sm_{d['capability']}" for d in tinfo["devices"]],
-        "distributed: " + ", ".join(k for k, v in tinfo["distributed"].items() if v),
-        *[f"{k}: {v}" for k, v in report["packages"].items()],
-        f"network: {report['network']}",
+        t("env.txt.title", lang),
+        f"{t('env.txt.os', lang)}: {s['os']}",
+        f"{t('env.txt.cpu', lang)}: {s['cpu']} ({t('env.cores', lang).format(n=s['cores'])})",
+        f"{t('env.txt.ram', lang)}: {t('env.ram_value', lang).format(total=s['ram_total_gb'], free=s['ram_free_gb'])}",
+        t("env.txt.disk", lang).format(free=s["disk_free_gb"]),
+        f"{t('env.txt.python', lang)}: {s['python']} ({s['python_exe']})",
+        t("env.txt.cuda", lang).format(ok=t("env.yes" if tinfo["cuda_available"] else "env.no", lang),
+                                       ver=tinfo["cuda_version"] or "—"),
+        *[f"{t('env.txt.gpu', lang)} {d['index']}: {d['name']} {d['memory_gb']} GB sm_{d['capability']}"
+          for d in tinfo["devices"]],
+        f"{t('env.txt.distributed', lang)}: " + ", ".join(k for k, v in tinfo["distributed"].items() if v),
+        *[f"{k}: {_version(v, lang)}" for k, v in report["packages"].items()],
+        f"{t('env.txt.network', lang)}: {network_text(report['network'], lang)}",
     ]
     ds = report["deepspeed"]
     if not ds.get("error"):
-        out.append("deepspeed ops compatible: " + ", ".join(o["op"] for o in ds["ops"] if o["compatible"]))
+        out.append(f"{t('env.txt.ds_ops', lang)}: " + ", ".join(o["op"] for o in ds["ops"] if o["compatible"]))
     for key, st in report["bundled"].items():
-        out.append(f"bundled {key}: {'ready' if st['ready'] else 'missing'} ({st['path']})")
+        state = t("env.txt.ready", lang) if st["ready"] else t("env.missing", lang)
+        out.append(t("env.txt.bundled", lang).format(key=key, state=state, path=st["path"]))
     return "\n".join(out)
 
 

@@ -6,13 +6,19 @@ and to `<data-dir>/logs/prepare.log`, which the Environment tab tails.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from app.i18n import t
 from backends.common import paths
+
+# The preparer's own status lines in the log file (English there); the tab shows them in the page's language.
+_STARTED = re.compile(r"^=== prepare started (?P<when>[0-9: -]+) ===$", re.M)
+_FINISHED = re.compile(r"^=== prepare finished with exit code (?P<code>-?\d+|None) ===$", re.M)
 
 
 class Preparer:
@@ -70,12 +76,16 @@ class Preparer:
             time.sleep(0.05)
         return self.last_exit
 
-    def log_tail(self, max_bytes: int = 20_000) -> str:
+    def log_tail(self, max_bytes: int = 20_000, lang: str = "en") -> str:
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(0, os.SEEK_END)
                 size = f.tell()
                 f.seek(max(0, size - max_bytes))
-                return f.read().decode("utf-8", "replace")
+                text = f.read().decode("utf-8", "replace")
         except FileNotFoundError:
             return ""
+        if lang == "en":
+            return text
+        text = _STARTED.sub(lambda m: "=== " + t("prepare.started", lang).format(when=m["when"]) + " ===", text)
+        return _FINISHED.sub(lambda m: "=== " + t("prepare.finished", lang).format(code=m["code"]) + " ===", text)

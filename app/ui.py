@@ -34,6 +34,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 lang_dd = gr.Dropdown(choices=[(v, k) for k, v in LANGUAGES.items()], value=lang,
                                       label=t("language", lang), elem_id="language", interactive=True)
                 ctx.tr(lang_dd, "language")
+                ctx.tr_fn(lang_dd, lambda lang_: lang_)  # a page built in another language shows the saved one
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with ctx.tr(gr.Tab(t("tab.environment", lang), id="environment", elem_id="tab-environment"),
                         "tab.environment"):
@@ -66,8 +67,9 @@ def build(ctx: StudioContext) -> gr.Blocks:
             ctx.settings.set("language", new_lang)
             return [gr.update(**{e.attr: e.render(new_lang)}) for e in entries]
 
-        lang_dd.change(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
-                       api_name="set_language")
+        # .input, not .change: the page-load relabel sets the dropdown's value, which must not switch again
+        lang_dd.input(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
+                      api_name="set_language")
         # Another browser may have switched the language since the page was built.
         def relabel_on_load():
             if ctx.lang == lang:  # the page was built in this language

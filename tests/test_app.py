@@ -144,9 +144,16 @@ def test_language_switch_relabels_and_is_saved(start_studio, page, tmp_path):
     page.get_by_role("button", name="刷新").wait_for(timeout=15_000)
     settings = json.loads((tmp_path / "data" / "settings.json").read_text(encoding="utf-8"))
     assert settings["language"] == "zh"
-    # a new page load keeps the saved language
+    # a new page load keeps the saved language, and the dropdown shows it (the page was built in English)
     page.reload()
     page.get_by_role("tab", name="环境").wait_for(timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#language input').value === '中文'", timeout=15_000)
+    # the Environment tab's report is Chinese too: headings, table headers, values
+    report = page.locator("#env-report-md")
+    report.get_by_text("软件包").first.wait_for(timeout=60_000)
+    text = report.inner_text()
+    assert "系统" in text and "内存" in text and "离线（--offline）" in text, text
+    assert "GB free" not in text and "| item |" not in text
 
 
 @pytest.mark.browser

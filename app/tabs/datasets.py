@@ -81,8 +81,7 @@ def _delete_uploaded(files) -> None:
 def catalog_choices(lang: str) -> list[tuple[str, str]]:
     out = []
     for e in catalog.load_catalog():
-        where = {"bundled": "bundled" if lang == "en" else "内置", "local": "local" if lang == "en" else "本地",
-                 "hub": "hub"}[e.source]
+        where = t(f"ds.where.{e.source}", lang)
         out.append((f"{e.id} — {where} · {', '.join(e.kinds)} · {', '.join(e.languages)}", e.id))
     return out
 
@@ -108,10 +107,41 @@ def entry_markdown(entry_id: str, ctx: StudioContext) -> str:
     return "\n\n".join(lines)
 
 
-def studio_frame(data_dir) -> pd.DataFrame:
+STUDIO_COLUMNS = ["name", "kind", "rows", "data_split", "source", "created"]
+
+
+def studio_frame(data_dir, lang: str = "en") -> pd.DataFrame:
     rows = [[c["name"], c.get("kind", ""), c.get("rows", ""), c.get("data_split", ""), c.get("source", ""),
              c.get("created", "")] for c in store.list_datasets(data_dir)]
-    return pd.DataFrame(rows, columns=["name", "kind", "rows", "data_split", "source", "created"])
+    return pd.DataFrame(rows, columns=[t(f"ds.col.{c}", lang) for c in STUDIO_COLUMNS])
+
+
+def kind_choices(lang: str) -> list[tuple[str, str]]:
+    return [(f"{k} — {KIND_LABELS[k][1 if lang == 'zh' else 0]}", k) for k in KINDS]
+
+
+def transform_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t("ds.transform.columns", lang), "columns"), *((n, n) for n in TRANSFORMS)]
+
+
+# The form's fields by the name backends.data gives them in a FieldError -> the key of their label on this page.
+FIELD_LABELS = {"max_len": "ds.max_len", "eval_ratio": "ds.eval_ratio", "seed": "ds.seed",
+                "data_split": "ds.data_split", "model": "ds.model", "kind": "ds.kind", "transform": "ds.transform", "map": "ds.mapping",
+                "name": "ds.name"}
+
+
+def field_message(e: Exception, lang: str) -> str:
+    """A bad input as the page says it: the field's on-screen label, then the message."""
+    if not isinstance(e, FieldError):
+        return str(e)
+    return f"{t(FIELD_LABELS[e.field], lang) if e.field in FIELD_LABELS else e.field}: {e.message}"
+
+
+def report_hints(lang: str) -> dict[str, str]:
+    """How to drop the rows a report kept, in the words of this page (its checkboxes), not the CLI's flags."""
+    tick = t("ds.hint.tick_to_drop", lang)
+    return {"kept_bad": tick.format(box=t("ds.drop_bad", lang)),
+            "kept_long": tick.format(box=t("ds.drop_long", lang))}
 
 
 def hist_frame(report) -> pd.DataFrame:
@@ -141,16 +171,20 @@ def build(ctx: StudioContext) -> dict:
                                             elem_id="ds-catalog", scale=3), "ds.catalog")
                 path_dd = ctx.tr(gr.Dropdown(local_candidates(ctx.data_dir), value=None, allow_custom_value=True,
                                              label=t("ds.path", lang), elem_id="ds-path", scale=3), "ds.path")
-            entry_md = gr.Markdown("", elem_id="ds-entry")
+            entry_md = gr.Markdown("", elem_id="ds-entry")  # the inspected catalog entry's description
             upload = ctx.tr(gr.File(label=t("ds.upload", lang), file_count="multiple", type="filepath",
                                     elem_id="ds-upload", height=110), "ds.upload")
             source = ctx.tr(gr.Textbox("", label=t("ds.source", lang), elem_id="ds-source", max_lines=1,
-                                       interactive=False), "ds.source")
+                                       placeholder=t("ds.pick_first", lang), interactive=False), "ds.source")
+            ctx.tr(source, "ds.pick_first", attr="placeholder")
             with gr.Row():
-                kind = ctx.tr(gr.Dropdown([(f"{k} — {KIND_LABELS[k][0]}", k) for k in KINDS], value="sft",
+                kind = ctx.tr(gr.Dropdown(kind_choices(lang), value="sft",
                                           label=t("ds.kind", lang), elem_id="ds-kind"), "ds.kind")
-                transform = ctx.tr(gr.Dropdown(["columns", *TRANSFORMS], value="columns",
+                transform = ctx.tr(gr.Dropdown(transform_choices(lang), value="columns",
                                                label=t("ds.transform", lang), elem_id="ds-transform"), "ds.transform")
+                ctx.tr_fn(cat_dd, catalog_choices, attr="choices")
+                ctx.tr_fn(kind, kind_choices, attr="choices")
+                ctx.tr_fn(transform, transform_choices, attr="choices")
             ctx.tr(gr.Markdown(f"**{t('ds.mapping', lang)}**"), "ds.mapping", attr="value", fmt="**{}**")
             with gr.Row():
                 slots = [gr.Dropdown([""], value="", label=f"field {i}", visible=False, allow_custom_value=False,
@@ -172,22 +206,27 @@ def build(ctx: StudioContext) -> dict:
                 seed = ctx.tr(gr.Textbox("1234", label=t("ds.seed", lang), elem_id="ds-seed", max_lines=1), "ds.seed")
             with gr.Row():
                 check_btn = ctx.tr(gr.Button(t("ds.check", lang), variant="primary", elem_id="ds-check"), "ds.check")
-                name = ctx.tr(gr.Textbox("", label=t("ds.name", lang), placeholder="my-dataset", elem_id="ds-name",
-                                         max_lines=1, scale=2), "ds.name")
+                name = ctx.tr(gr.Textbox("", label=t("ds.name", lang), placeholder=t("ds.name_ph", lang),
+                                         elem_id="ds-name", max_lines=1, scale=2), "ds.name")
+                ctx.tr(name, "ds.name_ph", attr="placeholder")
                 overwrite = ctx.tr(gr.Checkbox(False, label=t("ds.overwrite", lang), elem_id="ds-overwrite"),
                                    "ds.overwrite")
                 save_btn = ctx.tr(gr.Button(t("ds.save", lang), variant="primary", elem_classes=["studio-train-btn"],
                                             elem_id="ds-save"), "ds.save")
         with gr.Column(scale=5):
-            summary = gr.Markdown(t("ds.pick_first", lang), elem_id="ds-summary")
+            summary = gr.Markdown("", elem_id="ds-summary")  # until a source is picked its box says what to do
             preview = ctx.tr(gr.Dataframe(pd.DataFrame(), interactive=False, wrap=True, max_height=330,
                                           label=t("ds.preview", lang), elem_id="ds-preview"), "ds.preview")
             report_box = ctx.tr(gr.Textbox("", label=t("ds.report", lang), lines=12, max_lines=24,
                                            interactive=False, elem_id="ds-report"), "ds.report")
             hist = ctx.tr(gr.BarPlot(hist_frame(None), x="tokens", y="rows", sort="from", height=220,
+                                     x_title=t("ds.hist.x", lang), y_title=t("ds.hist.y", lang),
                                      label=t("ds.hist", lang), elem_id="ds-hist"), "ds.hist")
-            studio_list = ctx.tr(gr.Dataframe(studio_frame(ctx.data_dir), interactive=False, max_height=240,
+            ctx.tr(hist, "ds.hist.x", attr="x_title")
+            ctx.tr(hist, "ds.hist.y", attr="y_title")
+            studio_list = ctx.tr(gr.Dataframe(studio_frame(ctx.data_dir, lang), interactive=False, max_height=240,
                                               label=t("ds.studio", lang), elem_id="ds-studio-list"), "ds.studio")
+            ctx.tr_fn(studio_list, lambda lang_: studio_frame(ctx.data_dir, lang_))
 
     # ------------------------------------------------------------------------------------ handlers
     def slot_updates(op: Opened | None, k: str, tr_name: str, mapping: dict[str, str] | None = None):
@@ -205,18 +244,19 @@ def build(ctx: StudioContext) -> dict:
     def inspect(spec: str, k: str):
         """Open the source: summary, preview, the kind it serves best, auto mapping."""
         if not spec:
-            return [gr.update()] * (4 + MAP_SLOTS)
+            return [gr.update()] * (5 + MAP_SLOTS)
+        entry = entry_markdown(spec, ctx)  # "" unless the source is a catalog entry: never the previous one's
         try:
             op = cache.get(spec, ctx)
         except (FieldError, catalog.DatasetUnavailable) as e:
-            msg = f"{e.field}: {e.message}" if isinstance(e, FieldError) else str(e)
+            msg = field_message(e, ctx.lang)
             gr.Warning(msg)
-            return [f"⚠ {msg}", pd.DataFrame(), gr.update(), gr.update(), *slot_updates(None, k, "columns")]
+            return [entry, f"⚠ {msg}", pd.DataFrame(), gr.update(), gr.update(), *slot_updates(None, k, "columns")]
         kinds = op.kinds  # a catalog entry's first kind is its main use; a file keeps the chosen kind if it can
         k = kinds[0] if kinds and (op.entry is not None or k not in kinds) else k
         mapping, tr_name = default_mapping(op, k)
         header, rows = op.preview()
-        return [summary_markdown(op, ctx.lang), pd.DataFrame(rows, columns=header), k, tr_name,
+        return [entry, summary_markdown(op, ctx.lang), pd.DataFrame(rows, columns=header), k, tr_name,
                 *slot_updates(op, k, tr_name, mapping)]
 
     def remap(spec: str, k: str, tr_name: str | None):
@@ -241,15 +281,15 @@ def build(ctx: StudioContext) -> dict:
         try:
             mlen_i = int(str(mlen).strip())
         except ValueError:
-            raise FieldError("max_len", f"must be a whole number, got {mlen!r}") from None
+            raise FieldError("max_len", t("ds.err.whole", ctx.lang).format(got=repr(mlen))) from None
         try:
             er = float(str(eratio).strip() or 0)
         except ValueError:
-            raise FieldError("eval_ratio", f"must be a number in [0, 1), got {eratio!r}") from None
+            raise FieldError("eval_ratio", t("ds.err.ratio", ctx.lang).format(got=repr(eratio))) from None
         try:
             sd_i = int(str(sd).strip() or 1234)
         except ValueError:
-            raise FieldError("seed", f"must be a whole number, got {sd!r}") from None
+            raise FieldError("seed", t("ds.err.whole", ctx.lang).format(got=repr(sd))) from None
         return CheckOptions(kind=k, mapping=mapping, transform=tr_name, model=(mdl or "").strip(), max_len=mlen_i,
                             drop_bad=bool(dbad), drop_too_long=bool(dlong), data_split=(dsplit or "").strip(),
                             eval_ratio=er, seed=sd_i).validated()
@@ -261,7 +301,7 @@ def build(ctx: StudioContext) -> dict:
             opts = options(*args)
             op = cache.get(spec, ctx)
         except (FieldError, catalog.DatasetUnavailable) as e:
-            msg = f"{e.field}: {e.message}" if isinstance(e, FieldError) else str(e)
+            msg = field_message(e, ctx.lang)
             gr.Warning(msg)
             return None, None, f"⚠ {msg}", None
         rep, rows = check_opened(op, opts, ctx.data_dir)
@@ -273,7 +313,7 @@ def build(ctx: StudioContext) -> dict:
             return rep, hist_frame(None)
         if not rep.usable:
             gr.Warning(rep.fatal)
-        return rep.to_text(ctx.lang), hist_frame(rep)
+        return rep.to_text(ctx.lang, report_hints(ctx.lang)), hist_frame(rep)
 
     def do_save(spec, nm, ow, *args):
         op, opts, rep, rows = run_check(spec, *args)
@@ -284,11 +324,14 @@ def build(ctx: StudioContext) -> dict:
                                 eval_ratio=opts.eval_ratio, seed=opts.seed, overwrite=bool(ow),
                                 image_folder=op.image_folder)
         except FieldError as e:
-            gr.Warning(f"{e.field}: {e.message}")
-            return rep.to_text(ctx.lang) + f"\n⚠ {e.field}: {e.message}", hist_frame(rep), gr.update(), gr.update()
+            msg = field_message(e, ctx.lang)
+            gr.Warning(msg)
+            return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n⚠ {msg}", hist_frame(rep), gr.update(),
+                    gr.update())
         msg = t("ds.saved", ctx.lang).format(name=folder.name, rows=len(rows))
         gr.Info(msg)
-        return (rep.to_text(ctx.lang) + f"\n✅ {msg}", hist_frame(rep), studio_frame(ctx.data_dir),
+        return (rep.to_text(ctx.lang, report_hints(ctx.lang)) + f"\n✅ {msg}", hist_frame(rep),
+                studio_frame(ctx.data_dir, ctx.lang),
                 gr.update(choices=local_candidates(ctx.data_dir)))
 
     def do_upload(files):
@@ -308,11 +351,13 @@ def build(ctx: StudioContext) -> dict:
 
     slot_out = list(slots)
     opt_inputs = [kind, transform, model, max_len, drop_bad, drop_long, data_split, eval_ratio, seed, *slots]
-    cat_dd.change(lambda v: (v or gr.update(), entry_markdown(v, ctx)), inputs=cat_dd, outputs=[source, entry_md],
+    # Picking a catalog entry clears the path box and the other way round: "Inspecting" names the one source.
+    cat_dd.change(lambda v: (v, None) if v else (gr.update(), gr.update()), inputs=cat_dd, outputs=[source, path_dd],
                   api_name=False)
-    path_dd.change(lambda v: v or gr.update(), inputs=path_dd, outputs=source, api_name=False)
+    path_dd.change(lambda v: (v, None) if v else (gr.update(), gr.update()), inputs=path_dd, outputs=[source, cat_dd],
+                   api_name=False)
     upload.upload(do_upload, inputs=upload, outputs=[path_dd, source, summary], api_name="datasets_upload")
-    source.change(inspect, inputs=[source, kind], outputs=[summary, preview, kind, transform, *slot_out],
+    source.change(inspect, inputs=[source, kind], outputs=[entry_md, summary, preview, kind, transform, *slot_out],
                   api_name="datasets_inspect")
     kind.input(lambda spec, k: remap(spec, k, None), inputs=[source, kind], outputs=[transform, *slot_out],
                api_name=False)
@@ -320,15 +365,16 @@ def build(ctx: StudioContext) -> dict:
     check_btn.click(do_check, inputs=[source, *opt_inputs], outputs=[report_box, hist], api_name="datasets_check")
     save_btn.click(do_save, inputs=[source, name, overwrite, *opt_inputs],
                    outputs=[report_box, hist, studio_list, path_dd], api_name="datasets_save")
-    return {"studio_list": studio_list, "refresh": lambda: studio_frame(ctx.data_dir)}
+    return {"studio_list": studio_list, "refresh": lambda: studio_frame(ctx.data_dir, ctx.lang)}
 
 
-def dataset_choices(data_dir, kind: str) -> list[tuple[str, str]]:
+def dataset_choices(data_dir, kind: str, lang: str = "en") -> list[tuple[str, str]]:
     """(label, value) for a training tab's dataset dropdown: studio datasets of the kind, then the bundled samples."""
-    out = [(f"{c['name']} — studio, {c.get('rows', '?')} rows", c["name"]) for c in store.list_datasets(data_dir, kind)]
+    out = [(t("ds.choice.studio", lang).format(name=c["name"], rows=c.get("rows", "?")), c["name"])
+           for c in store.list_datasets(data_dir, kind)]
     for e in catalog.load_catalog():
         if e.source == "bundled" and kind in e.kinds and e.path and "images" not in e.kinds:
-            out.append((f"{e.id} — bundled sample", e.path))
+            out.append((t("ds.choice.bundled", lang).format(name=e.id), e.path))
     return out
 
 

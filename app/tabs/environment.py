@@ -33,6 +33,15 @@ def _hardware(report: dict) -> tuple[list[dict], float]:
     return gpus, report["system"]["ram_free_gb"]
 
 
+def method_choices(lang: str) -> list[tuple[str, str]]:
+    return [(t("est.full", lang), "full"), (t("est.lora", lang), "lora")]
+
+
+def target_choices(lang: str) -> list[tuple[str, str]]:
+    """"" is the detected hardware; the others are the estimator's GPU table."""
+    return [(t("est.detected", lang), ""), *((g, g) for g in estimator.GPU_TABLE)]
+
+
 def build(ctx: StudioContext):
     """Builds the tab; returns (fn, outputs) for the page-load event."""
     lang = ctx.lang
@@ -40,7 +49,7 @@ def build(ctx: StudioContext):
         refresh = ctx.tr(gr.Button(t("env.refresh", lang), elem_id="env-refresh", scale=0), "env.refresh")
     with gr.Row():
         with gr.Column(scale=3):
-            report_md = gr.Markdown("Reading the machine…", elem_id="env-report-md")
+            report_md = gr.Markdown(t("env.reading", lang), elem_id="env-report-md")
         with gr.Column(scale=2):
             bundled_md = gr.Markdown(elem_id="env-bundled-md")
             prepare_btn = ctx.tr(gr.Button(t("env.prepare", lang), elem_id="env-prepare", variant="primary"),
@@ -58,8 +67,9 @@ def build(ctx: StudioContext):
                 e_model = ctx.tr(gr.Textbox(value="opt-1.3b", label=t("est.model", lang), elem_id="est-model"),
                                  "est.model")
                 with gr.Row():
-                    e_method = ctx.tr(gr.Radio(["full", "lora"], value="full", label=t("est.method", lang),
+                    e_method = ctx.tr(gr.Radio(method_choices(lang), value="full", label=t("est.method", lang),
                                                elem_id="est-method"), "est.method")
+                    ctx.tr_fn(e_method, method_choices, attr="choices")
                     e_rank = ctx.tr(gr.Textbox(value="8", label=t("est.lora_rank", lang), elem_id="est-rank"),
                                     "est.lora_rank")
                     e_prec = ctx.tr(gr.Radio(["bf16", "fp16", "fp32"], value="bf16",
@@ -81,9 +91,9 @@ def build(ctx: StudioContext):
                                   "est.micro_batch")
                     e_seq = ctx.tr(gr.Textbox(value="512", label=t("est.seq_len", lang), elem_id="est-seq"),
                                    "est.seq_len")
-                e_target = ctx.tr(gr.Dropdown([t("est.detected", lang), *estimator.GPU_TABLE.keys()],
-                                              value=t("est.detected", lang), label=t("est.target_gpu", lang),
+                e_target = ctx.tr(gr.Dropdown(target_choices(lang), value="", label=t("est.target_gpu", lang),
                                               elem_id="est-target"), "est.target_gpu")
+                ctx.tr_fn(e_target, target_choices, attr="choices")
                 e_run = ctx.tr(gr.Button(t("est.run", lang), variant="primary", elem_id="est-run"), "est.run")
             with gr.Column(scale=3):
                 e_out = gr.Markdown(elem_id="est-result")
@@ -91,7 +101,12 @@ def build(ctx: StudioContext):
     def show_report(refresh_: bool = False):
         report = get_report(ctx, refresh=refresh_)
         return (envcheck.to_markdown(report, ctx.lang), envcheck.bundled_markdown(report, ctx.lang),
-                envcheck.to_text(report))
+                envcheck.to_text(report, ctx.lang))
+
+    # a language switch renders the report again (the report itself is cached)
+    ctx.tr_fn(report_md, lambda lang_: envcheck.to_markdown(get_report(ctx), lang_))
+    ctx.tr_fn(bundled_md, lambda lang_: envcheck.bundled_markdown(get_report(ctx), lang_))
+    ctx.tr_fn(report_txt, lambda lang_: envcheck.to_text(get_report(ctx), lang_))
 
     def on_refresh():
         return show_report(True)
@@ -101,11 +116,11 @@ def build(ctx: StudioContext):
             gr.Info(t("msg.prepare_running", ctx.lang))
         else:
             gr.Info(t("msg.preparing", ctx.lang))
-        return ctx.preparer.log_tail()
+        return ctx.preparer.log_tail(lang=ctx.lang)
 
     def poll():
         report = get_report(ctx)
-        return envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail()
+        return envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail(lang=ctx.lang)
 
     def run_estimate(model, method, rank, prec, zero, off, ckpt, gpus, nodes, mb, seq, target):
         gpu_list, ram = _hardware(get_report(ctx))

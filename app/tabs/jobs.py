@@ -14,20 +14,22 @@ from app.jobs import JobError
 from app.tabs.training import form_values, format_eta, metrics_frame, progress_html
 from backends.common.errors import FieldError
 
-COLUMNS = ["id", "status", "kind", "recipe", "model", "dataset", "started", "duration", "final loss"]
+COLUMNS = ["id", "status", "kind", "recipe", "model", "dataset", "started", "duration", "final_loss"]  # jobs.col.*
 
 
-def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
+def jobs_frame(jobs: list[dict], lang: str = "en") -> pd.DataFrame:
+    """The table, headers and statuses in `lang`; the job id is always the first column."""
     rows = []
     now = time.time()
     for j in jobs:
         start, end = j.get("started_at"), j.get("ended_at")
         duration = (end or now) - start if start else None
-        rows.append([j["id"], j["status"], j["kind"], j["recipe"], _short(j["model"]), _short(j["dataset"]),
+        rows.append([j["id"], t(f"jobs.status.{j['status']}", lang), j["kind"], j["recipe"], _short(j["model"]),
+                     _short(j["dataset"]),
                      time.strftime("%m-%d %H:%M", time.localtime(start)) if start else "—",
                      format_eta(duration) if duration is not None else "—",
                      f"{j['final_loss']:.4f}" if j.get("final_loss") is not None else "—"])
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return pd.DataFrame(rows, columns=[t(f"jobs.col.{c}", lang) for c in COLUMNS])
 
 
 def _short(path: str, n: int = 40) -> str:
@@ -39,8 +41,9 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
     lang = ctx.lang
     engine = ctx.engine
     with gr.Row():
-        table = gr.Dataframe(jobs_frame(engine.list_jobs()), headers=COLUMNS, interactive=False, wrap=True,
+        table = gr.Dataframe(jobs_frame(engine.list_jobs(), lang), interactive=False, wrap=True,
                              elem_id="jobs-table", max_height=320)
+        ctx.tr_fn(table, lambda lang_: jobs_frame(engine.list_jobs(), lang_))
     with gr.Row():
         job_dd = ctx.tr(gr.Dropdown([j["id"] for j in engine.list_jobs()], value=None, label=t("jobs.pick", lang),
                                     elem_id="jobs-pick", scale=3, allow_custom_value=False), "jobs.pick")
@@ -66,7 +69,7 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
     def refresh_table():
         jobs = engine.list_jobs()
         # choices only: setting the value from a tick sent before the user picked a job would undo the pick
-        return jobs_frame(jobs), gr.update(choices=[j["id"] for j in jobs])
+        return jobs_frame(jobs, ctx.lang), gr.update(choices=[j["id"] for j in jobs])
 
     def details(job_id):
         if not job_id:
@@ -86,7 +89,7 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
 
     def pick_row(evt: gr.SelectData, df):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return df.iloc[row]["id"]
+        return df.iloc[row, 0]  # the id column, whatever the language of its header
 
     def act(fn, ok_key):
         def run(job_id):

