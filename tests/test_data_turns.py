@@ -134,6 +134,37 @@ def test_a_studio_dataset_saved_before_turns_is_parsed_not_wrapped_again(prepare
     assert _ab_prompt(f" Human: {QUESTION_ZH} Assistant:", "chat", tok) == trained  # stored text given as is
 
 
+def test_multi_turn_rows_keep_their_history_through_training_and_ab(prepared_data_dir, tmp_path):
+    """ShareGPT rows (the first single-turn, so a later row's `history` column must not be lost on loading)."""
+    import trl
+    from transformers import AutoTokenizer
+
+    from backends.data.__main__ import main
+
+    src = tmp_path / "sharegpt.jsonl"
+    convs = [[{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}],
+             [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+              {"from": "human", "value": "讲个笑话"}, {"from": "gpt", "value": "不。"}]]
+    src.write_text("".join(json.dumps({"conversations": c}, ensure_ascii=False) + "\n" for c in convs),
+                   encoding="utf-8")
+    dd = tmp_path / "data"
+    assert main(["save", str(src), "--kind", "sft", "--name", "chats", "--data-dir", str(dd), "--offline"]) == 0
+    stored = [json.loads(x) for x in (dd / "datasets" / "chats" / "data.jsonl").read_text("utf-8").splitlines()]
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    assert stored[1] == {"prompt": "讲个笑话", "history": history, "response": "不。"}
+    model = _smollm2(prepared_data_dir)
+    tok = AutoTokenizer.from_pretrained(model)
+    rows = _sft_rows(dd, "chats", "chat", model)
+    assert rows[1]["prompt"] == [*history, {"role": "user", "content": "讲个笑话"}]
+    from backends.infer import chat
+
+    # the A/B tab after the user said Hi and the model answered Hello!
+    assert chat.render(history, "讲个笑话", "chat", tok) == trl.apply_chat_template(rows[1], tok)["prompt"]
+    dschat = _sft_rows(dd, "chats", "dschat", model)
+    assert dschat[1]["prompt"] == "Human: Hi\n\nAssistant: Hello!\n\nHuman: 讲个笑话\n\nAssistant:"
+    assert chat.render(history, "讲个笑话", "dschat", tok) == dschat[1]["prompt"]
+
+
 def test_language_mix_counts_the_users_text(tmp_path):
     """A half-Chinese alpaca file: half zh (it was "en 100%" when the rows held " Human: … Assistant:")."""
     import contextlib

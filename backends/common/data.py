@@ -381,7 +381,9 @@ def load_rows(path: Path, *, field: str = "dataset"):
         from datasets import concatenate_datasets
 
         return concatenate_datasets([load_rows(f, field=field) for f in data_files(path)])
-    return Dataset.from_list(read_table(path, field=field, strict=True).rows)
+    tb = read_table(path, field=field, strict=True)
+    # every column of every row (from_list would keep only the first row's keys: a later `history` was lost)
+    return Dataset.from_dict({c: [r.get(c) for r in tb.rows] for c in tb.columns})
 
 
 # ------------------------------------------------------------------------------------- columns
