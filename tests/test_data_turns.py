@@ -62,11 +62,6 @@ def _ab_prompt(question: str, template: str, tok) -> str:
     return chat.render([], question, chat.pick_template(template, None, tok), tok)
 
 
-def _user_text(example: dict) -> str:
-    prompt = example["prompt"]
-    return " ".join(t["content"] for t in prompt if t["role"] == "user") if isinstance(prompt, list) else prompt
-
-
 def test_alpaca_studio_dataset_trained_with_chat_is_asked_the_same_way(prepared_data_dir, tmp_path):
     import trl
     from transformers import AutoTokenizer
@@ -220,3 +215,28 @@ def test_format_prompt_renders_the_same_turns_from_any_shape():
         assert D.format_prompt(turns, "plain") == "q1\na1\nq2\n"
     assert D.format_answer(" a", "dschat") == " a" and D.format_answer("a", "dschat") == " a"
     assert D.format_answer("a", "chat") == "a"
+
+
+def test_preference_and_prompt_rows_render_with_the_jobs_template(prepared_data_dir):
+    """The shapes the reward model / DPO / PPO read: the bundled preference samples and old DS-Chat rows alike."""
+    from transformers import AutoTokenizer
+
+    from backends.infer import chat
+
+    tok = AutoTokenizer.from_pretrained(_smollm2(prepared_data_dir))
+    ds = D.load_rows(D.BUNDLED_DIR / "demo_preference.jsonl").select(range(2))
+    first = ds[0]
+    pc = D.to_preference(ds, template="chat")[0]
+    assert pc["prompt"] == [{"role": "user", "content": first["prompt"]}]
+    assert pc["chosen"] == [{"role": "assistant", "content": first["chosen"]}]
+    dschat = D.to_preference(ds, template="dschat")[0]
+    assert dschat == {"prompt": f"Human: {first['prompt']}\n\nAssistant:", "chosen": " " + first["chosen"],
+                      "rejected": " " + first["rejected"]}
+    from datasets import Dataset
+
+    old = Dataset.from_list([{"prompt": f"\n\nHuman: {first['prompt']}\n\nAssistant:",
+                              "chosen": " " + first["chosen"], "rejected": " " + first["rejected"]}])
+    assert D.to_preference(old, template="dschat")[0] == dschat
+    asked = D.to_prompt_only(ds, template="chat", tokenizer=tok)[0]["prompt"]
+    assert asked == chat.render([], first["prompt"], "chat", tok) and "Human:" not in asked
+    assert D.to_prompt_only(old, template="chat", tokenizer=tok)[0]["prompt"] == asked

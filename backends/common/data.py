@@ -660,6 +660,39 @@ def to_prompt_completion(ds, *, template: str, prompt_column: str = "prompt", re
     return ds.map(convert, remove_columns=list(ds.column_names))
 
 
+def to_preference(ds, *, template: str, prompt_column: str = "prompt", chosen_column: str = "chosen",
+                  rejected_column: str = "rejected"):
+    """Preference rows (any stored shape, see :func:`row_turns`) -> TRL's preference rows, for the reward model and
+    DPO. chat: conversational `prompt` (turns) and `chosen` / `rejected` ([assistant answer]), which TRL renders
+    with the tokenizer's chat template; dschat/plain: strings from :func:`format_prompt` / :func:`format_answer`
+    (a reward text is then prompt + answer, as `backends.infer.chat.RewardScorer.score` builds it)."""
+    if template not in TEMPLATES:
+        raise FieldError("template", f"must be one of {', '.join(TEMPLATES)}; got {template!r}")
+
+    def convert(row):
+        turns = row_turns(row, None, prompt_column=prompt_column, messages_column="")
+        pair = {k: _answer_text(row[c]) for k, c in (("chosen", chosen_column), ("rejected", rejected_column))}
+        if template == "chat":
+            return {"prompt": turns, **{k: [{"role": "assistant", "content": v}] for k, v in pair.items()}}
+        return {"prompt": format_prompt(turns, template), **{k: format_answer(v, template) for k, v in pair.items()}}
+
+    ds = ds.filter(lambda r: all(r[c] is not None for c in (prompt_column, chosen_column, rejected_column)))
+    return ds.map(convert, remove_columns=list(ds.column_names))
+
+
+def to_prompt_only(ds, *, template: str, tokenizer=None, prompt_column: str = "prompt",
+                   messages_column: str = "messages"):
+    """Rows of any stored shape -> {"prompt": the text a model is asked} (RLHF rollouts, evaluation), rendered by
+    :func:`format_prompt` (chat needs the tokenizer), the same text the A/B tab sends."""
+    if template not in TEMPLATES:
+        raise FieldError("template", f"must be one of {', '.join(TEMPLATES)}; got {template!r}")
+    msgs = messages_column if messages_column in ds.column_names else ""
+    ds = ds.filter(lambda r: r.get(prompt_column) is not None or bool(msgs and r[msgs] is not None))
+    return ds.map(lambda r: {"prompt": format_prompt(row_turns(r, None, prompt_column=prompt_column,
+                                                               messages_column=msgs), template, tokenizer)},
+                  remove_columns=list(ds.column_names))
+
+
 def parse_data_split(value: str, *, field: str = "data_split") -> list[float]:
     """DeepSpeed-Chat's `data_split` ("2,4,4") as normalised fractions; "" -> [1.0]."""
     v = str(value or "").strip()
@@ -790,6 +823,8 @@ __all__ = [
     "row_turns",
     "split_dataset_list",
     "split_train_eval",
+    "to_preference",
     "to_prompt_completion",
+    "to_prompt_only",
     "user_text",
 ]
