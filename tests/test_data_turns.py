@@ -240,3 +240,23 @@ def test_preference_and_prompt_rows_render_with_the_jobs_template(prepared_data_
     asked = D.to_prompt_only(ds, template="chat", tokenizer=tok)[0]["prompt"]
     assert asked == chat.render([], first["prompt"], "chat", tok) and "Human:" not in asked
     assert D.to_prompt_only(old, template="chat", tokenizer=tok)[0]["prompt"] == asked
+
+
+def test_ab_eval_asks_a_multi_turn_prompt_with_its_history(tmp_path):
+    from backends import ab_eval
+    from backends.common import config as C
+    from backends.data.__main__ import main
+    from backends.infer import chat
+
+    src = tmp_path / "open.jsonl"
+    rows = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
+                               {"from": "human", "value": "Tell me a joke."}]},
+            {"conversations": [{"from": "human", "value": "2+2?"}]}]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    dd = tmp_path / "data"
+    assert main(["save", str(src), "--kind", "prompt", "--name", "open", "--data-dir", str(dd), "--offline"]) == 0
+    cfg = C.from_dict(ab_eval.ABEvalArgs, {"data_dir": str(dd), "prompts": "open", "max_prompts": 5})
+    prompts, _ = ab_eval.load_prompts(cfg, dd)
+    assert prompts[1] == "2+2?"
+    assert chat.render([], prompts[0], "dschat", None) == (
+        "Human: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant:")
