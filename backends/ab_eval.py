@@ -191,7 +191,8 @@ def settings_of(cfg: ABEvalArgs):
 
 
 def load_prompts(cfg: ABEvalArgs, data_dir: Path | None) -> tuple[list[str], str]:
-    """(the first max_prompts prompts, where they came from): the typed lines, else the prompts file's column."""
+    """(the first max_prompts prompts, where they came from): the typed lines, else the prompts file's column
+    (a studio row with a `history` gives its turns, rendered by chat.render like a training prompt)."""
     if cfg.prompt_lines.strip():
         lines = [ln.strip() for ln in cfg.prompt_lines.splitlines() if ln.strip()]
         return lines[:cfg.max_prompts], "prompt_lines"
@@ -200,10 +201,14 @@ def load_prompts(cfg: ABEvalArgs, data_dir: Path | None) -> tuple[list[str], str
     if cfg.prompt_column not in table.columns:
         raise FieldError("prompt_column", f"{path.name} has no column {cfg.prompt_column!r}; its columns are "
                                           f"{', '.join(map(str, table.columns)) or 'none'}")
-    out = []
+    out: list = []
     for row in table.rows:
         v = row.get(cfg.prompt_column)
-        if isinstance(v, str) and v.strip():
+        if isinstance(v, str) and v.strip() and row.get("history"):  # a multi-turn studio row: all its turns
+            out.append(datalib.row_turns(row, None, prompt_column=cfg.prompt_column))
+            if len(out) >= cfg.max_prompts:
+                break
+        elif isinstance(v, str) and v.strip():
             out.append(v.strip())
             if len(out) >= cfg.max_prompts:
                 break

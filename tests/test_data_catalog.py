@@ -1,7 +1,8 @@
 """The dataset catalog (presets/datasets.yaml), its row transforms and where catalog datasets load from.
 
-Rows below copy the column layout of the real hub datasets; the expected values follow DeepSpeed-Chat's
-dschat/utils/data/raw_datasets.py. No library is mocked: local copies are written with datasets/pyarrow,
+Rows below copy the column layout of the real hub datasets; which columns make the question and the answers
+follows DeepSpeed-Chat's dschat/utils/data/raw_datasets.py. Rows are stored as turns (no " Human: … Assistant:"
+text); DS-Chat's form comes back from the dschat template (`_dschat` below). No library is mocked: local copies are written with datasets/pyarrow,
 and the online path really tries the (unreachable) hub.
 """
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from backends.common.data import format_answer, format_prompt, row_turns
 from backends.data import catalog
 from backends.data import transforms as tf
 from backends.data.catalog import DatasetUnavailable, get_entry, load_catalog, load_entry
@@ -106,22 +108,31 @@ def _entry_apply(entry_id: str, row: dict, kind: str) -> dict:
     return apply(e.transform, row, e.mapping, kind)
 
 
-def test_rm_static_passes_through():
+def _dschat(out: dict, answer: str | None = None) -> str:
+    """A stored row as the dschat template renders it for training: prompt (+ answer)."""
+    text = format_prompt(row_turns(out, answer=None), "dschat")
+    return text + format_answer(out[answer], "dschat") if answer else text
+
+
+def test_rm_static_parsed_into_turns():
     row = {"prompt": "\n\nHuman: What is a kiwi?\n\nAssistant:", "response": " A bird.",
            "chosen": " A flightless bird from New Zealand.", "rejected": " A car."}
-    assert _entry_apply("Dahoas/rm-static", row, "preference") == {
-        "prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]}
-    assert _entry_apply("Dahoas/full-hh-rlhf", row, "sft") == {"prompt": row["prompt"], "response": row["chosen"]}
-    assert _entry_apply("Dahoas/rm-static", {"prompt": row["prompt"]}, "prompt") == {"prompt": row["prompt"]}
+    out = _entry_apply("Dahoas/rm-static", row, "preference")
+    assert out == {"prompt": "What is a kiwi?", "chosen": "A flightless bird from New Zealand.", "rejected": "A car."}
+    assert _dschat(out, "chosen") == "Human: What is a kiwi?\n\nAssistant: A flightless bird from New Zealand."
+    assert _entry_apply("Dahoas/full-hh-rlhf", row, "sft") == {"prompt": "What is a kiwi?",
+                                                               "response": "A flightless bird from New Zealand."}
+    assert _entry_apply("Dahoas/rm-static", {"prompt": row["prompt"]}, "prompt") == {"prompt": "What is a kiwi?"}
     with pytest.raises(RowProblem) as ei:
         _entry_apply("Dahoas/rm-static", {"prompt": row["prompt"], "chosen": "x"}, "preference")
     assert ei.value.column == "rejected"
 
 
-def test_gptj_pairwise_wraps_in_dschat_form():
+def test_gptj_pairwise_keeps_the_question():
     row = {"prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "No."}
-    assert _entry_apply("Dahoas/synthetic-instruct-gptj-pairwise", row, "preference") == {
-        "prompt": " Human: Name a fruit. Assistant:", "chosen": " An apple.", "rejected": " No."}
+    out = _entry_apply("Dahoas/synthetic-instruct-gptj-pairwise", row, "preference")
+    assert out == {"prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "No."}
+    assert _dschat(out, "rejected") == "Human: Name a fruit.\n\nAssistant: No."
     with pytest.raises(RowProblem, match="chosen: must be text, got int") as ei:
         _entry_apply("Dahoas/synthetic-instruct-gptj-pairwise", {**row, "chosen": 3}, "sft")
     assert ei.value.column == "chosen"
@@ -131,7 +142,7 @@ def test_yitingxie_appends_assistant_and_takes_last_answer():
     row = {"prompt": "\n\nHuman: Hi there\n\n", "chosen": "Assistant: Hello! How can I help?",
            "rejected": "Assistant: Go away."}
     assert _entry_apply("yitingxie/rlhf-reward-datasets", row, "preference") == {
-        "prompt": "\n\nHuman: Hi there\n\nAssistant:", "chosen": " Hello! How can I help?", "rejected": " Go away."}
+        "prompt": "Hi there", "chosen": "Hello! How can I help?", "rejected": "Go away."}
     with pytest.raises(RowProblem, match="rejected: no 'Assistant:'"):
         _entry_apply("yitingxie/rlhf-reward-datasets", {**row, "rejected": "Go away."}, "preference")
 
@@ -152,15 +163,15 @@ def _webgpt_row(score_0, score_1):
 
 def test_webgpt_picks_by_score_and_strips_citations():
     out = _entry_apply("openai/webgpt_comparisons", _webgpt_row(1.0, -1.0), "preference")
-    assert out == {"prompt": " Human: Why is the sky blue? Assistant:",
-                   "chosen": " Blue light scatters more. That is Rayleigh scattering.",
-                   "rejected": " Because of the ocean."}
+    assert out == {"prompt": "Why is the sky blue?",
+                   "chosen": "Blue light scatters more. That is Rayleigh scattering.",
+                   "rejected": "Because of the ocean."}
     flipped = _entry_apply("openai/webgpt_comparisons", _webgpt_row(-0.5, 0.5), "preference")
-    assert flipped["chosen"] == " Because of the ocean."
-    assert flipped["rejected"].startswith(" Blue light")
+    assert flipped["chosen"] == "Because of the ocean."
+    assert flipped["rejected"].startswith("Blue light")
     tie = _entry_apply("openai/webgpt_comparisons", _webgpt_row(0.0, 0.0), "preference")  # DS-Chat: >= wins
-    assert tie["chosen"].startswith(" Blue light") and tie["rejected"] == " Because of the ocean."
-    assert _entry_apply("openai/webgpt_comparisons", _webgpt_row(1.0, 0.0), "sft")["response"].startswith(" Blue")
+    assert tie["chosen"].startswith("Blue light") and tie["rejected"] == "Because of the ocean."
+    assert _entry_apply("openai/webgpt_comparisons", _webgpt_row(1.0, 0.0), "sft")["response"].startswith("Blue")
     with pytest.raises(RowProblem) as ei:
         _entry_apply("openai/webgpt_comparisons", _webgpt_row("high", 0.0), "preference")
     assert ei.value.column == "score_0"
@@ -176,9 +187,8 @@ def _shp_row(labels):
 
 def test_shp_uses_labels():
     assert _entry_apply("stanfordnlp/SHP", _shp_row(1), "preference") == {
-        "prompt": " Human: Is a PhD worth it? Assistant:", "chosen": " Only if you love research.",
-        "rejected": " No."}
-    assert _entry_apply("stanfordnlp/SHP", _shp_row(0), "preference")["chosen"] == " No."
+        "prompt": "Is a PhD worth it?", "chosen": "Only if you love research.", "rejected": "No."}
+    assert _entry_apply("stanfordnlp/SHP", _shp_row(0), "preference")["chosen"] == "No."
     with pytest.raises(RowProblem) as ei:
         _entry_apply("stanfordnlp/SHP", _shp_row("A"), "sft")
     assert ei.value.column == "labels"
@@ -192,14 +202,15 @@ HH_REJECTED = ("\n\nHuman: What should I cook tonight?\n\nAssistant: How about p
 
 def test_hh_split_multi_turn_dialogue():
     out = _entry_apply("Anthropic/hh-rlhf", {"chosen": HH_CHOSEN, "rejected": HH_REJECTED}, "preference")
-    assert out["prompt"].endswith("\n\nAssistant:")
-    assert out["prompt"] == ("\n\nHuman: What should I cook tonight?\n\nAssistant: How about pasta?\n\nHuman: "
-                             "Something quicker?\n\nAssistant:")
-    assert out["chosen"] == " A sandwich takes five minutes."
-    assert out["rejected"] == " Nothing, order pizza."
-    assert out["prompt"] + out["chosen"] == HH_CHOSEN  # nothing lost, rm-static's layout
+    assert out == {"prompt": "Something quicker?",
+                   "history": [{"role": "user", "content": "What should I cook tonight?"},
+                               {"role": "assistant", "content": "How about pasta?"}],
+                   "chosen": "A sandwich takes five minutes.", "rejected": "Nothing, order pizza."}
+    assert "\n\n" + _dschat(out, "chosen") == HH_CHOSEN  # nothing lost: the dschat template gives it back
     assert _entry_apply("Anthropic/hh-rlhf", {"chosen": HH_CHOSEN, "rejected": HH_REJECTED}, "prompt") == {
-        "prompt": out["prompt"]}
+        "prompt": "Something quicker?", "history": out["history"]}
+    sft = _entry_apply("Anthropic/hh-rlhf", {"chosen": HH_CHOSEN, "rejected": HH_REJECTED}, "sft")
+    assert row_turns(sft)[-1] == {"role": "assistant", "content": "A sandwich takes five minutes."}
     with pytest.raises(RowProblem) as ei:
         _entry_apply("Anthropic/hh-rlhf", {"chosen": "\n\nHuman: hi", "rejected": HH_REJECTED}, "preference")
     assert ei.value.column == "chosen"
@@ -213,13 +224,12 @@ def test_hh_split_multi_turn_dialogue():
 def test_alpaca_and_instructionwild():
     row = {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour",
            "text": "Below is an instruction..."}
-    assert _entry_apply("tatsu-lab/alpaca", row, "sft") == {
-        "prompt": " Human: Translate to French.\n\nGood morning Assistant:", "response": " Bonjour"}
-    assert _entry_apply("tatsu-lab/alpaca", {**row, "input": ""}, "prompt") == {
-        "prompt": " Human: Translate to French. Assistant:"}
+    out = _entry_apply("tatsu-lab/alpaca", row, "sft")
+    assert out == {"prompt": "Translate to French.\n\nGood morning", "response": "Bonjour"}
+    assert _dschat(out, "response") == "Human: Translate to French.\n\nGood morning\n\nAssistant: Bonjour"
+    assert _entry_apply("tatsu-lab/alpaca", {**row, "input": ""}, "prompt") == {"prompt": "Translate to French."}
     wild = {"instruction": "写一首关于春天的诗。", "output": "春风拂面……", "id": "seed_task_0"}  # no input column
-    assert _entry_apply("InstructionWild-zh", wild, "sft") == {
-        "prompt": " Human: 写一首关于春天的诗。 Assistant:", "response": " 春风拂面……"}
+    assert _entry_apply("InstructionWild-zh", wild, "sft") == {"prompt": "写一首关于春天的诗。", "response": "春风拂面……"}
     assert "input" in tf.TRANSFORMS["alpaca"].optional
     with pytest.raises(RowProblem) as ei:
         _entry_apply("tatsu-lab/alpaca", {"instruction": "x", "input": ""}, "sft")
@@ -230,15 +240,15 @@ def test_sharegpt_conversations():
     row = {"id": "abc", "conversations": [
         {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello!"},
         {"from": "human", "value": "Tell me a joke."}, {"from": "gpt", "value": "Why did the chicken..."}]}
-    assert _entry_apply("shibing624/sharegpt_gpt4", row, "sft") == {
-        "prompt": " Human: Hi Assistant: Hello! Human: Tell me a joke. Assistant:",
-        "response": " Why did the chicken..."}
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    out = _entry_apply("shibing624/sharegpt_gpt4", row, "sft")
+    assert out == {"prompt": "Tell me a joke.", "history": history, "response": "Why did the chicken..."}
+    assert _dschat(out) == "Human: Hi\n\nAssistant: Hello!\n\nHuman: Tell me a joke.\n\nAssistant:"
     one = {"conversations": [{"from": "human", "value": "2+2?"}, {"from": "gpt", "value": "4"}]}
-    assert _entry_apply("shibing624/sharegpt_gpt4", one, "sft") == {
-        "prompt": " Human: 2+2? Assistant:", "response": " 4"}  # same as DS-Chat's single-turn form
+    assert _entry_apply("shibing624/sharegpt_gpt4", one, "sft") == {"prompt": "2+2?", "response": "4"}
     open_end = {"conversations": row["conversations"][:3]}
     assert _entry_apply("shibing624/sharegpt_gpt4", open_end, "prompt") == {
-        "prompt": " Human: Hi Assistant: Hello! Human: Tell me a joke. Assistant:"}
+        "prompt": "Tell me a joke.", "history": history}
     with pytest.raises(RowProblem, match="not gpt") as ei:
         _entry_apply("shibing624/sharegpt_gpt4", open_end, "sft")
     assert ei.value.column == "conversations"
@@ -247,14 +257,13 @@ def test_sharegpt_conversations():
 def test_pvduy_zhihu_hc3():
     row = {"prompt": "USER: What is 2+2? ASSISTANT:", "label": "4"}
     assert _entry_apply("pvduy/sharegpt_alpaca_oa_vicuna_format", row, "sft") == {
-        "prompt": "Human: What is 2+2? Assistant:", "response": " 4"}
+        "prompt": "What is 2+2?", "response": "4"}
     zh = {"INSTRUCTION": "如何学习编程？", "RESPONSE": "多写代码。", "SOURCE": "Zhihu", "METADATA": "{}"}
-    assert _entry_apply("wangrui6/Zhihu-KOL", zh, "sft") == {
-        "prompt": " Human: 如何学习编程？ Assistant:", "response": " 多写代码。"}
+    assert _entry_apply("wangrui6/Zhihu-KOL", zh, "sft") == {"prompt": "如何学习编程？", "response": "多写代码。"}
     hc3 = {"id": "0", "question": "什么是光合作用？", "human_answers": ["植物利用光能制造有机物。", "另一个"],
            "chatgpt_answers": ["光合作用是……"]}
     assert _entry_apply("Hello-SimpleAI/HC3-Chinese", hc3, "sft") == {
-        "prompt": " Human: 什么是光合作用？ Assistant:", "response": " 植物利用光能制造有机物。"}
+        "prompt": "什么是光合作用？", "response": "植物利用光能制造有机物。"}
     with pytest.raises(RowProblem) as ei:
         _entry_apply("Hello-SimpleAI/HC3-Chinese", {**hc3, "human_answers": []}, "sft")
     assert ei.value.column == "human_answers"
@@ -265,10 +274,9 @@ def test_miracl_positive_chosen_negative_rejected():
            "positive_passages": [{"docid": "1#0", "title": "東京タワー", "text": "高さは333メートル。"}],
            "negative_passages": [{"docid": "2#0", "title": "富士山", "text": "富士山は日本一高い山。"}]}
     assert _entry_apply("Cohere/miracl-ja-queries-22-12", row, "preference") == {
-        "prompt": " Human: 東京タワーの高さは？ Assistant:", "chosen": " 高さは333メートル。",
-        "rejected": " 富士山は日本一高い山。"}
+        "prompt": "東京タワーの高さは？", "chosen": "高さは333メートル。", "rejected": "富士山は日本一高い山。"}
     no_neg = {**row, "negative_passages": []}
-    assert _entry_apply("Cohere/miracl-zh-queries-22-12", no_neg, "sft")["response"] == " 高さは333メートル。"
+    assert _entry_apply("Cohere/miracl-zh-queries-22-12", no_neg, "sft")["response"] == "高さは333メートル。"
     with pytest.raises(RowProblem) as ei:
         _entry_apply("Cohere/miracl-zh-queries-22-12", no_neg, "preference")
     assert ei.value.column == "negative_passages"
@@ -280,9 +288,8 @@ def test_mkqa_and_jaquad():
            "answers": {"en": [{"type": 0, "entity": "Q692", "text": "William Shakespeare", "aliases": []}],
                        "zh_cn": [{"type": 0, "entity": "Q692", "text": "威廉·莎士比亚", "aliases": []}],
                        "ja": [{"type": 0, "entity": "Q692", "text": "ウィリアム・シェイクスピア", "aliases": []}]}}
-    assert _entry_apply("mkqa-Chinese", row, "sft") == {
-        "prompt": " Human: 谁写了哈姆雷特 Assistant:", "response": " 威廉·莎士比亚"}
-    assert _entry_apply("mkqa-Japanese", row, "sft")["response"] == " ウィリアム・シェイクスピア"
+    assert _entry_apply("mkqa-Chinese", row, "sft") == {"prompt": "谁写了哈姆雷特", "response": "威廉·莎士比亚"}
+    assert _entry_apply("mkqa-Japanese", row, "sft")["response"] == "ウィリアム・シェイクスピア"
     no_text = {**row, "answers": {**row["answers"], "ja": [{"type": 5, "entity": "", "text": None, "aliases": []}]}}
     with pytest.raises(RowProblem) as ei:
         _entry_apply("mkqa-Japanese", no_text, "sft")
@@ -291,17 +298,18 @@ def test_mkqa_and_jaquad():
           "sentence": "関ヶ原の戦いは1600年に起きた。", "paragraph": "関ヶ原の戦いは1600年に起きた。徳川家康が勝った。",
           "sentence_answer": "...", "paragraph_answer": "...", "paragraph_sentence": "...", "paragraph_id": "p1"}
     assert _entry_apply("lmqg/qg_jaquad", qg, "sft") == {
-        "prompt": " Human: 関ヶ原の戦いはいつ？ Assistant:", "response": " 関ヶ原の戦いは1600年に起きた。"}
+        "prompt": "関ヶ原の戦いはいつ？", "response": "関ヶ原の戦いは1600年に起きた。"}
     qag = {"paragraph": "関ヶ原の戦いは1600年に起きた。", "questions": ["いつ起きた？", "誰が勝った？"],
            "answers": ["1600年", "徳川家康"], "questions_answers": "..."}
     assert _entry_apply("lmqg/qag_jaquad", qag, "sft") == {
-        "prompt": " Human: いつ起きた？ Assistant:", "response": " 関ヶ原の戦いは1600年に起きた。"}
+        "prompt": "いつ起きた？", "response": "関ヶ原の戦いは1600年に起きた。"}
 
 
 def test_dschat_jsonfile_rows():
     row = {"prompt": "Human: Hi Assistant:", "chosen": "Hello!", "rejected": "Bye."}
-    assert _entry_apply("local/jsonfile", row, "preference") == {
-        "prompt": " Human: Hi Assistant:", "chosen": " Hello!", "rejected": " Bye."}
+    out = _entry_apply("local/jsonfile", row, "preference")
+    assert out == {"prompt": "Hi", "chosen": "Hello!", "rejected": "Bye."}
+    assert _dschat(out, "chosen") == "Human: Hi\n\nAssistant: Hello!"
     with pytest.raises(RowProblem) as ei:
         _entry_apply("local/jsonfile", {**row, "rejected": None}, "preference")
     assert ei.value.column == "rejected"
@@ -310,7 +318,7 @@ def test_dschat_jsonfile_rows():
 def test_mapping_renames_columns_and_apply_rejects_unknowns():
     row = {"q": "Name a fruit.", "good": "An apple.", "bad": "No."}
     out = apply("gptj_pairwise", row, {"prompt": "q", "chosen": "good", "rejected": "bad"}, "preference")
-    assert out == {"prompt": " Human: Name a fruit. Assistant:", "chosen": " An apple.", "rejected": " No."}
+    assert out == {"prompt": "Name a fruit.", "chosen": "An apple.", "rejected": "No."}
     with pytest.raises(RowProblem) as ei:
         apply("gptj_pairwise", row, {}, "sft")
     assert ei.value.column == "prompt" and "q, good, bad" in ei.value.message
@@ -363,7 +371,7 @@ def test_local_save_to_disk_copy(tmp_path):
     with pytest.raises(DatasetUnavailable, match="no split 'validation'.*train, test"):
         load_entry(entry, tmp_path, offline=True, split="validation")
     out = apply(entry.transform, train[0], entry.mapping, "preference")
-    assert out["prompt"].endswith("\n\nAssistant:") and out["rejected"] == " train rejected 0"
+    assert out == {"prompt": "train question 0", "chosen": "train chosen 0", "rejected": "train rejected 0"}
 
 
 def test_local_parquet_snapshot_copy(tmp_path):
@@ -417,8 +425,7 @@ def test_local_jsonfile_layout(tmp_path):
     got = load_entry(entry, tmp_path, offline=True)
     assert got.to_list() == train
     assert load_entry(entry, tmp_path, offline=False, split="eval").to_list() == train[:1]
-    assert apply(entry.transform, got[1], entry.mapping, "sft") == {
-        "prompt": " Human: 2+2? Assistant:", "response": " 4"}
+    assert apply(entry.transform, got[1], entry.mapping, "sft") == {"prompt": "2+2?", "response": "4"}
 
 
 def test_bundled_and_images_entries(tmp_path):

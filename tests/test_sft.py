@@ -151,9 +151,14 @@ def test_dschat_data_split_and_template():
     assert e.value.field == "data_split"
     pc = D.to_prompt_completion(ds.select(range(2)), template="dschat")
     assert pc[0] == {"prompt": "Human: q0\n\nAssistant:", "completion": " a0"}
+    # text already in DS-Chat form (rm-static, studio datasets saved before turns were kept) is read as its turns,
+    # so neither template wraps it a second time
     ready = Dataset.from_list([{"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " hello"}] * 2)
     pc = D.to_prompt_completion(ready, template="dschat", response_column="chosen")
-    assert pc[0] == {"prompt": "\n\nHuman: hi\n\nAssistant:", "completion": " hello"}
+    assert pc[0] == {"prompt": "Human: hi\n\nAssistant:", "completion": " hello"}
+    pc = D.to_prompt_completion(ready, template="chat", response_column="chosen")
+    assert pc[0] == {"prompt": [{"role": "user", "content": "hi"}],
+                     "completion": [{"role": "assistant", "content": "hello"}]}
     chat = D.to_prompt_completion(ds.select(range(1)), template="chat")
     assert chat[0]["prompt"] == [{"role": "user", "content": "q0"}]
     assert chat[0]["completion"] == [{"role": "assistant", "content": "a0"}]

@@ -6,7 +6,8 @@
 - :func:`check_columns` names the missing mapped column and the columns found;
 - :func:`to_prompt_completion` turns prompt/response rows or chat `messages` rows into TRL's prompt-completion
   format, so TRL masks the prompt (completion-only loss) and pads per batch;
-- :func:`format_prompt` renders a prompt for generation the same way training saw it.
+- :func:`row_turns` reads any stored row (the studio's shapes, DS-Chat / Anthropic text, messages) as turns;
+- :func:`format_prompt` renders turns with a template: the one render path of training and generation.
 
 Templates:
   chat    the model's own chat template (conversational prompt/completion; the tokenizer renders it)
@@ -380,7 +381,9 @@ def load_rows(path: Path, *, field: str = "dataset"):
         from datasets import concatenate_datasets
 
         return concatenate_datasets([load_rows(f, field=field) for f in data_files(path)])
-    return Dataset.from_list(read_table(path, field=field, strict=True).rows)
+    tb = read_table(path, field=field, strict=True)
+    # every column of every row (from_list would keep only the first row's keys: a later `history` was lost)
+    return Dataset.from_dict({c: [r.get(c) for r in tb.rows] for c in tb.columns})
 
 
 # ------------------------------------------------------------------------------------- columns
@@ -420,6 +423,12 @@ def check_rows(rows: list[dict], fmt: str, prompt_column: str, response_column: 
         if fmt == "prompt_response":
             for fld, col in (("prompt_column", prompt_column), ("response_column", response_column)):
                 v = row.get(col)
+                if fld == "prompt_column" and isinstance(v, list):  # a multi-turn prompt (turns)
+                    try:
+                        parse_turns(v)
+                    except (ValueError, TypeError) as e:
+                        raise FieldError(fld, f"row {i} of {source}: column {col!r}: {e}") from None
+                    continue
                 if v is not None and not isinstance(v, (str, int, float)):
                     raise FieldError(fld, f"row {i} of {source}: column {col!r} must hold text, "
                                           f"got {type(v).__name__}")
@@ -435,8 +444,8 @@ _ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model
                  "assistant": "assistant", "system": "system"}
 
 
-def normalize_messages(msgs: Any) -> list[dict[str, str]]:
-    """[{"role", "content"}] with roles user/assistant/system (accepts ShareGPT's from/value)."""
+def _normalize_turns(msgs: Any) -> list[dict[str, str]]:
+    """[{"role", "content"}] with roles user/assistant/system (accepts ShareGPT's from/value, a JSON string)."""
     if isinstance(msgs, str):
         try:
             msgs = json.loads(msgs)
@@ -454,22 +463,132 @@ def normalize_messages(msgs: Any) -> list[dict[str, str]]:
         if role is None or content is None:
             raise ValueError(f"message without role/content: {m}")
         out.append({"role": role, "content": str(content)})
+    return out
+
+
+def normalize_messages(msgs: Any) -> list[dict[str, str]]:
+    """[{"role", "content"}] with roles user/assistant/system (accepts ShareGPT's from/value)."""
+    out = _normalize_turns(msgs)
     if out[-1]["role"] != "assistant":
         raise ValueError("the last message must be the assistant's answer (the part that is trained)")
     return out
 
 
-# ----------------------------------------------------------------------------------- templates
-_DSCHAT_READY = re.compile(r"Human:.*Assistant:\s*$", re.DOTALL)
+# -------------------------------------------------------------------------------------- turns
+# Stored rows keep the conversation, never a rendered template (see backends/data/shapes.py):
+#   sft         {"prompt": str, "response": str}            or {"messages": [{"role", "content"}, ..., answer]}
+#   preference  {"prompt": str, "chosen": str, "rejected": str}
+#   prompt      {"prompt": str}
+# "prompt" is the user's last message as they wrote it, with no template words; a multi-turn conversation adds
+# "history": [{"role", "content"}, ...], the turns before it (system / user / assistant). `row_turns` reads any
+# of these, and also text in DeepSpeed-Chat's form (" Human: q Assistant:", Anthropic's "\n\nHuman: q\n\n
+# Assistant: a\n\nHuman: …", studio datasets saved before turns were kept); `format_prompt` renders turns with
+# a template. Training (SFT, reward, DPO, PPO) and inference (A/B chat, ab_eval) go through these two, so a
+# model is asked in exactly the form it was trained on.
+_DS_MARK = re.compile(r"(?:^|(?<=\s))(Human|Assistant):")
 
 
-def dschat_prompt(turns: list[dict[str, str]]) -> str:
-    """DeepSpeed-Chat / Anthropic-HH style history ending with `Assistant:` (the answer adds ' ...').
+def _is_dschat_text(text: str) -> bool:
+    """Text in DS-Chat / Anthropic form: starts with `Human:`, or holds a `Human:` turn and ends with `Assistant:`."""
+    s = text.strip()
+    if s.startswith("Human:"):
+        return True
+    return s.endswith("Assistant:") and any(m.group(1) == "Human" for m in _DS_MARK.finditer(s))
 
-    A single prompt that is already in that form (Dahoas/rm-static: "\\n\\nHuman: …\\n\\nAssistant:") is kept as is.
+
+def _parse_dschat(text: str) -> list[dict[str, str]]:
+    """DS-Chat / Anthropic text -> turns; a trailing empty `Assistant:` (the generation cue) is dropped, text
+    before the first `Human:` becomes a system turn."""
+    s = text.strip()
+    marks = list(_DS_MARK.finditer(s))
+    turns = []
+    head = s[:marks[0].start()].strip() if marks else s
+    if head:
+        turns.append({"role": "system", "content": head})
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(s)
+        content = s[m.end():end].strip()
+        role = "user" if m.group(1) == "Human" else "assistant"
+        if role == "assistant" and not content and i == len(marks) - 1:
+            continue
+        turns.append({"role": role, "content": content})
+    return turns
+
+
+def parse_turns(value: Any) -> list[dict[str, str]]:
+    """A stored prompt as turns: plain text is one user turn; DS-Chat-shaped text is split into its turns; a list
+    of {role, content} (or ShareGPT {from, value}) turns is normalised. ValueError/TypeError when it is none."""
+    if isinstance(value, str):
+        if _is_dschat_text(value):
+            return _parse_dschat(value)
+        return [{"role": "user", "content": value}]
+    turns = _normalize_turns(value)
+    if len(turns) == 1 and turns[0]["role"] == "user" and _is_dschat_text(turns[0]["content"]):
+        return _parse_dschat(turns[0]["content"])
+    return turns
+
+
+def prompt_fields(turns: list[dict[str, str]]) -> dict[str, Any]:
+    """How a prompt is stored: {"prompt": the last user turn's text} plus {"history": the turns before it} when
+    there are any. ValueError when the turns do not end with the user's."""
+    if not turns or turns[-1]["role"] != "user":
+        raise ValueError("the prompt must end with the user's turn")
+    out: dict[str, Any] = {"prompt": turns[-1]["content"]}
+    if len(turns) > 1:
+        out["history"] = [dict(t) for t in turns[:-1]]
+    return out
+
+
+def _answer_text(value: Any) -> str:
+    """An answer field: text (DS-Chat's leading space dropped), or a TRL-style [{"role": "assistant", ...}]."""
+    if isinstance(value, list):
+        turns = _normalize_turns(value)
+        if turns[-1]["role"] != "assistant":
+            raise ValueError("the answer's last turn is not the assistant's")
+        value = turns[-1]["content"]
+    return str(value).strip()
+
+
+def row_turns(row: dict, answer: str | None = "response", *, prompt_column: str = "prompt",
+              messages_column: str = "messages") -> list[dict[str, str]]:
+    """Any stored row as turns [{role, content}]: its `history`, then its prompt (parsed by :func:`parse_turns`,
+    so DS-Chat text and lists of turns are read too), then its answer.
+
+    `answer` names the field holding the assistant's answer (response for SFT, chosen or rejected for preference
+    rows), appended as the last assistant turn. answer=None gives the prompt's turns only (what a model is asked),
+    also for a `messages` row (its turns before the last assistant answer). A row with `messages` and no prompt
+    value reads its messages.
     """
-    if len(turns) == 1 and turns[0]["role"] == "user" and _DSCHAT_READY.search(turns[0]["content"]):
-        return turns[0]["content"].rstrip()
+    if messages_column and row.get(messages_column) is not None and row.get(prompt_column) is None:
+        turns = _normalize_turns(row[messages_column])
+        if answer is None and turns[-1]["role"] == "assistant":
+            turns = turns[:-1]
+        if not turns:
+            raise ValueError("messages hold no turn before the assistant's answer")
+        return turns
+    if row.get(prompt_column) is None:
+        raise ValueError(f"no {prompt_column!r} value")
+    history = _normalize_turns(row["history"]) if row.get("history") else []
+    turns = [*history, *parse_turns(row[prompt_column])]
+    if answer is not None:
+        if row.get(answer) is None:
+            raise ValueError(f"no {answer!r} value")
+        turns.append({"role": "assistant", "content": _answer_text(row[answer])})
+    return turns
+
+
+def user_text(row: dict) -> str:
+    """The user's words of a stored row (its user turns), without template words: what a language mix counts."""
+    try:
+        turns = row_turns(row, answer=None)
+    except (TypeError, ValueError):
+        return ""
+    return "\n".join(t["content"] for t in turns if t["role"] == "user")
+
+
+# ----------------------------------------------------------------------------------- templates
+def dschat_prompt(turns: list[dict[str, str]]) -> str:
+    """DeepSpeed-Chat / Anthropic-HH style history ending with `Assistant:` (the answer adds ' ...')."""
     parts = []
     for m in turns:
         if m["role"] == "system":
@@ -487,8 +606,13 @@ def plain_prompt(turns: list[dict[str, str]]) -> str:
 
 
 def format_prompt(prompt: str | list[dict[str, str]], template: str, tokenizer=None) -> str:
-    """The text a model should be given at generation time, as it was rendered in training."""
-    turns = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    """The text a model is given before its answer, for training and generation alike (the one render path).
+
+    `prompt` is a stored prompt (see :func:`parse_turns`: text, DS-Chat text, or turns ending with the user's).
+    chat: tokenizer.apply_chat_template(turns, add_generation_prompt=True), the call TRL makes on a
+    conversational prompt; dschat: `Human: …\\n\\nAssistant:`; plain: each turn on its own line.
+    """
+    turns = parse_turns(prompt)
     if template == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("template 'chat' needs a tokenizer with a chat template")
@@ -500,35 +624,73 @@ def format_prompt(prompt: str | list[dict[str, str]], template: str, tokenizer=N
     raise ValueError(f"unknown template {template!r}")
 
 
+def format_answer(answer: str, template: str) -> str:
+    """An answer as it follows the prompt: DS-Chat's leading space for dschat, as is otherwise (for chat the
+    tokenizer's template adds its markup when the answer is given as an assistant turn)."""
+    return " " + answer.lstrip() if template == "dschat" else answer
+
+
 def to_prompt_completion(ds, *, template: str, prompt_column: str = "prompt", response_column: str = "response",
                          messages_column: str = "messages", fmt: str | None = None):
     """Rows -> TRL prompt-completion rows (TRL masks the prompt unless completion_only_loss=False).
 
-    chat: conversational `prompt` (messages before the last answer) and `completion` ([last answer]);
-    dschat/plain: strings; the completion starts with a space for dschat (DeepSpeed-Chat's convention).
+    Each row is read as turns by :func:`row_turns` (so DS-Chat-shaped text is parsed, never wrapped twice).
+    chat: conversational `prompt` (turns before the last answer) and `completion` ([last answer]), which TRL
+    renders with the tokenizer's chat template (add_generation_prompt=True, as :func:`format_prompt`);
+    dschat/plain: strings from :func:`format_prompt` / :func:`format_answer`.
     """
     if template not in TEMPLATES:
         raise FieldError("template", f"must be one of {', '.join(TEMPLATES)}; got {template!r}")
     fmt = fmt or check_columns(list(ds.column_names), prompt_column, response_column, messages_column)
 
-    def turns_of(row) -> list[dict[str, str]]:
-        if fmt == "prompt_response":
-            return [{"role": "user", "content": str(row[prompt_column])},
-                    {"role": "assistant", "content": str(row[response_column])}]
-        return normalize_messages(row[messages_column])
-
     def convert(row):
-        turns = turns_of(row)
+        if fmt == "prompt_response" and row.get(prompt_column) is not None:
+            turns = row_turns(row, response_column, prompt_column=prompt_column, messages_column="")
+        else:
+            turns = normalize_messages(row[messages_column])
         history, answer = turns[:-1], turns[-1]
-        if template == "chat":
+        if template == "chat":  # TRL renders it: apply_chat_template(prompt, add_generation_prompt=True)
             return {"prompt": history, "completion": [answer]}
-        if template == "dschat":
-            return {"prompt": dschat_prompt(history), "completion": " " + answer["content"].lstrip()}
-        return {"prompt": plain_prompt(history), "completion": answer["content"]}
+        return {"prompt": format_prompt(history, template), "completion": format_answer(answer["content"], template)}
 
     if fmt == "prompt_response":
-        ds = ds.filter(lambda r: r[prompt_column] is not None and r[response_column] is not None)
+        msgs = messages_column if messages_column in ds.column_names else ""
+        ds = ds.filter(lambda r: (r[prompt_column] is not None and r[response_column] is not None)
+                       or bool(msgs and r[msgs] is not None))
     return ds.map(convert, remove_columns=list(ds.column_names))
+
+
+def to_preference(ds, *, template: str, prompt_column: str = "prompt", chosen_column: str = "chosen",
+                  rejected_column: str = "rejected"):
+    """Preference rows (any stored shape, see :func:`row_turns`) -> TRL's preference rows, for the reward model and
+    DPO. chat: conversational `prompt` (turns) and `chosen` / `rejected` ([assistant answer]), which TRL renders
+    with the tokenizer's chat template; dschat/plain: strings from :func:`format_prompt` / :func:`format_answer`
+    (a reward text is then prompt + answer, as `backends.infer.chat.RewardScorer.score` builds it)."""
+    if template not in TEMPLATES:
+        raise FieldError("template", f"must be one of {', '.join(TEMPLATES)}; got {template!r}")
+
+    def convert(row):
+        turns = row_turns(row, None, prompt_column=prompt_column, messages_column="")
+        pair = {k: _answer_text(row[c]) for k, c in (("chosen", chosen_column), ("rejected", rejected_column))}
+        if template == "chat":
+            return {"prompt": turns, **{k: [{"role": "assistant", "content": v}] for k, v in pair.items()}}
+        return {"prompt": format_prompt(turns, template), **{k: format_answer(v, template) for k, v in pair.items()}}
+
+    ds = ds.filter(lambda r: all(r[c] is not None for c in (prompt_column, chosen_column, rejected_column)))
+    return ds.map(convert, remove_columns=list(ds.column_names))
+
+
+def to_prompt_only(ds, *, template: str, tokenizer=None, prompt_column: str = "prompt",
+                   messages_column: str = "messages"):
+    """Rows of any stored shape -> {"prompt": the text a model is asked} (RLHF rollouts, evaluation), rendered by
+    :func:`format_prompt` (chat needs the tokenizer), the same text the A/B tab sends."""
+    if template not in TEMPLATES:
+        raise FieldError("template", f"must be one of {', '.join(TEMPLATES)}; got {template!r}")
+    msgs = messages_column if messages_column in ds.column_names else ""
+    ds = ds.filter(lambda r: r.get(prompt_column) is not None or bool(msgs and r[msgs] is not None))
+    return ds.map(lambda r: {"prompt": format_prompt(row_turns(r, None, prompt_column=prompt_column,
+                                                               messages_column=msgs), template, tokenizer)},
+                  remove_columns=list(ds.column_names))
 
 
 def parse_data_split(value: str, *, field: str = "data_split") -> list[float]:
@@ -647,15 +809,22 @@ __all__ = [
     "data_files",
     "detect_format",
     "dschat_prompt",
+    "format_answer",
     "format_prompt",
     "load_rows",
     "normalize_messages",
     "parse_data_split",
+    "parse_turns",
+    "prompt_fields",
     "peek",
     "plain_prompt",
     "resolve_dataset",
     "resolve_datasets",
+    "row_turns",
     "split_dataset_list",
     "split_train_eval",
+    "to_preference",
     "to_prompt_completion",
+    "to_prompt_only",
+    "user_text",
 ]

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backends.common.data import Table, normalize_messages
+from backends.common.data import Table, normalize_messages, parse_turns, user_text
 
 from .shapes import KIND_LABELS, to_internal
 from .transforms import RowProblem
@@ -193,9 +193,10 @@ def _column_of(mapping: dict[str, str], fld: str) -> str:
 
 
 def row_text(row: dict) -> str:
-    """All the text of an internal row, for language detection."""
-    if "messages" in row:
-        return " ".join(str(m.get("content", "")) for m in row["messages"])
+    """The text of an internal row that decides its language: the user's turns (not template words such as
+    DS-Chat's "Human:"/"Assistant:", not the answers); an image row's caption."""
+    if "prompt" in row or "messages" in row:
+        return user_text(row)
     return " ".join(str(v) for k, v in row.items() if k != "file_name" and isinstance(v, str))
 
 
@@ -229,13 +230,17 @@ def _texts_for_length(row: dict, kind: str) -> list[str]:
     """The text(s) whose token length matters: prompt + answer (the longer pair for preference)."""
     if "messages" in row:
         return ["\n".join(m["content"] for m in row["messages"])]
-    if kind == "preference":
-        return [f"{row['prompt']}{row['chosen']}", f"{row['prompt']}{row['rejected']}"]
-    if kind == "sft":
-        return [f"{row['prompt']}\n{row['response']}"]
     if kind == "images":
         return [str(row["text"])]
-    return [str(row["prompt"])]
+    prompt = row["prompt"]
+    turns = [*(row.get("history") or []), *(prompt if isinstance(prompt, list) else [{"content": prompt}])]
+    if len(turns) > 1:
+        prompt = "\n".join(str(t.get("content", "")) for t in turns if isinstance(t, dict))
+    if kind == "preference":
+        return [f"{prompt}{row['chosen']}", f"{prompt}{row['rejected']}"]
+    if kind == "sft":
+        return [f"{prompt}\n{row['response']}"]
+    return [str(prompt)]
 
 
 def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple[str, str, str, str]]:
@@ -246,6 +251,15 @@ def _value_problems(row: dict, kind: str, mapping: dict[str, str]) -> list[tuple
     for fld in _TEXT_FIELDS[kind]:
         col = _column_of(mapping, fld)
         v = row.get(fld)
+        if fld == "prompt" and isinstance(v, list):  # a multi-turn prompt: turns ending with the user's
+            try:
+                turns = parse_turns(v)
+            except (TypeError, ValueError) as e:
+                out.append((col, "non_string", f"{fld}: {e}"))
+                continue
+            if turns[-1]["role"] != "user" or not turns[-1]["content"].strip():
+                out.append((col, "empty", f"{fld} has no user turn at its end"))
+            continue
         if v is None:
             out.append((col, "missing", f"no value for {fld}", f"{fld} 没有值"))
         elif not isinstance(v, str):

@@ -1,11 +1,17 @@
 """The studio's internal row shapes, the column mapping onto them, and its auto-detection.
 
-Every training program reads one of four shapes:
+Every training program reads one of four shapes, which keep the conversation, never a rendered template:
 
-  sft         {"prompt", "response"}  or  {"messages": [{"role", "content"}, ...]}
+  sft         {"prompt", "response"}  or  {"messages": [{"role", "content"}, ..., assistant answer]}
   preference  {"prompt", "chosen", "rejected"}
   prompt      {"prompt"}
   images      {"file_name", "text"}          (the diffusers `imagefolder` convention)
+
+"prompt" is the user's last message; a multi-turn conversation adds "history": [{"role", "content"}, ...], the
+turns before it. Answers are plain text. A `messages` mapping keeps the file's own chat rows as they are. Text in DeepSpeed-Chat form
+(" Human: q Assistant:", "\\n\\nHuman: …\\n\\nAssistant:") is parsed into turns on the way in. The job's
+template is applied only at training and generation time, by `backends.common.data.row_turns` (any stored
+row, also one saved before this shape: -> turns) and `format_prompt` (turns -> text).
 
 A mapping says which source column feeds which field (`{"prompt": "instruction", ...}`); a transform
 turns one source row into the shape. `columns` (here) just renames; the named transforms of
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from backends.common.data import normalize_messages
+from backends.common.data import normalize_messages, parse_turns, prompt_fields
 from backends.common.errors import FieldError
 
 from . import transforms as tf
@@ -189,7 +195,17 @@ def to_internal(row: dict, kind: str, mapping: dict[str, str], transform: str) -
             raise RowProblem(col, str(e)) from None
     if kind == "images":
         return {"file_name": row.get(mapping["image"]), "text": row.get(mapping["text"])}
-    return {f: row.get(mapping[f]) for f in OUTPUT_FIELDS[kind]}
+    out = {f: row.get(mapping[f]) for f in OUTPUT_FIELDS[kind]}
+    prompt = out["prompt"]
+    if isinstance(prompt, (str, list)):  # DS-Chat text or a list of turns -> the stored prompt shape
+        try:
+            turns = parse_turns(prompt)
+        except (TypeError, ValueError) as e:
+            raise RowProblem(mapping["prompt"], str(e)) from None
+        if turns[-1]["role"] == "user" and not (isinstance(prompt, str) and turns[0]["content"] == prompt):
+            out.update(prompt_fields(turns))  # parsed DS-Chat text or turns: drop the answers' leading space too
+            out.update({f: v.strip() for f, v in out.items() if f not in ("prompt", "history") and isinstance(v, str)})
+    return out
 
 
 def parse_map_args(items: list[str] | None) -> dict[str, str]:

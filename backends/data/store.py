@@ -2,7 +2,8 @@
 training tab lists.
 
   <name>/studio-dataset.yaml   the card: kind, rows, source, mapping, transform, split, report summary
-  <name>/data.jsonl            the rows in the kind's shape (prompt/response, prompt/chosen/rejected, ...)
+  <name>/data.jsonl            the rows in the kind's shape (prompt/response, prompt/chosen/rejected, ...):
+                               the conversation, not text rendered with a template (backends/data/shapes.py)
   <name>/images/               (images) the image files; data.jsonl holds file_name/text
 
 A save writes a temporary folder and renames it into place: a crash leaves no half-written dataset.

@@ -1,16 +1,20 @@
 """Named row transforms: one raw row of a known dataset -> one internal row.
 
-Internal shapes by kind:
+Internal shapes by kind (the conversation, never a rendered template):
   sft         {"prompt": str, "response": str}
   preference  {"prompt": str, "chosen": str, "rejected": str}
   prompt      {"prompt": str}
+"prompt" is the user's last message with no template words; a multi-turn conversation adds "history", the
+{"role", "content"} turns before it (`backends.common.data.prompt_fields`). Answers carry no DS-Chat leading
+space.
 
-The rules follow DeepSpeed-Chat's `dschat/utils/data/raw_datasets.py` (microsoft/DeepSpeedExamples,
-applications/DeepSpeed-Chat): prompts are `" Human: " + question + " Assistant:"` where DS-Chat builds
-them, answers start with a space, and a prompt that a dataset already ships in the Anthropic form
-("\\n\\nHuman: …\\n\\nAssistant:") is kept as it is. A model trained here therefore sees the text that
-DS-Chat would feed it. For kind `sft` a preference dataset gives prompt + chosen (DS-Chat phase 1); for
-kind `prompt` only the prompt is used (phase 3).
+Which columns make the question and the answers follows DeepSpeed-Chat's `dschat/utils/data/raw_datasets.py`
+(microsoft/DeepSpeedExamples, applications/DeepSpeed-Chat): where DS-Chat builds `" Human: " + question +
+" Assistant:"` the question is stored, and a prompt that a dataset ships in DS-Chat / Anthropic form
+("\\n\\nHuman: …\\n\\nAssistant:") is parsed into its turns. DS-Chat's text comes back at training and
+generation time with the template `dschat` (`backends.common.data.format_prompt`), the model's own chat
+template with `chat`. For kind `sft` a preference dataset gives prompt + chosen (DS-Chat phase 1); for kind
+`prompt` only the prompt is used (phase 3).
 
 A transform reads source columns through `mapping` (internal field -> source column; a field that is
 not mapped reads the column of the same name). It raises `RowProblem(column, message)` naming the
@@ -26,6 +30,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from backends.common.data import parse_turns, prompt_fields
 
 KINDS = ("sft", "preference", "prompt", "images")
 TEXT_KINDS = ("sft", "preference", "prompt")
@@ -82,24 +88,37 @@ def _get_text(row, mapping, field: str) -> tuple[str, str]:
 
 
 def _human(question: str) -> str:
-    """DS-Chat's prompt convention (raw_datasets.py, PromptRawDataset.get_prompt)."""
-    return " Human: " + question + " Assistant:"
+    """The question DS-Chat wraps as " Human: q Assistant:" (PromptRawDataset.get_prompt): stored as it is."""
+    return question
+
+
+def _dialogue(col: str, text: str) -> list[dict[str, str]]:
+    """A prompt a dataset ships in DS-Chat / Anthropic form, parsed into its turns."""
+    try:
+        turns = parse_turns(text)
+    except (TypeError, ValueError) as e:
+        raise RowProblem(col, str(e)) from None
+    if turns[-1]["role"] != "user":
+        raise RowProblem(col, "the dialogue does not end with a Human turn to answer")
+    return turns
 
 
 def _answer(text: str) -> str:
-    """DS-Chat's response convention: the answer starts with a space."""
-    return " " + text
+    """An answer without DS-Chat's leading space (the dschat template adds it back)."""
+    return text.strip()
 
 
-def _shape(kind: str, prompt: str, chosen: Callable[[], Any] | None = None,
+def _shape(kind: str, prompt: str | list, chosen: Callable[[], Any] | None = None,
            rejected: Callable[[], Any] | None = None) -> dict:
-    """The internal row for `kind`; answers are computed lazily so kind `prompt` never needs them."""
+    """The internal row for `kind` from the user's text or a list of turns ending with the user's; answers are
+    computed lazily so kind `prompt` never needs them."""
+    fields = prompt_fields(prompt) if isinstance(prompt, list) else {"prompt": prompt}
     if kind == "prompt":
-        return {"prompt": prompt}
+        return fields
     if kind == "sft":
-        return {"prompt": prompt, "response": chosen()}
+        return {**fields, "response": chosen()}
     if kind == "preference":
-        return {"prompt": prompt, "chosen": chosen(), "rejected": rejected()}
+        return {**fields, "chosen": chosen(), "rejected": rejected()}
     raise ValueError(f"kind {kind!r} is not a text kind ({', '.join(TEXT_KINDS)})")
 
 
@@ -124,23 +143,24 @@ def _first(col: str, value: Any, key: str | None = None, what: str = "entry") ->
 
 # -------------------------------------------------------------------- DeepSpeed-Chat built-ins
 def _dschat_prompt_chosen_rejected(row, mapping, kind):
-    # DahoasRmstaticDataset / DahoasFullhhrlhfDataset: prompt, chosen, rejected taken as they are.
-    _, prompt = _get(row, mapping, "prompt")
-    return _shape(kind, prompt, lambda: _get(row, mapping, "chosen")[1],
-                  lambda: _get(row, mapping, "rejected")[1])
+    # DahoasRmstaticDataset / DahoasFullhhrlhfDataset: prompt, chosen, rejected taken as they are (the
+    # prompt's "\n\nHuman: …\n\nAssistant:" parsed into turns, the answers' leading space dropped).
+    col, prompt = _get_text(row, mapping, "prompt")
+    return _shape(kind, _dialogue(col, prompt), lambda: _answer(_get_text(row, mapping, "chosen")[1]),
+                  lambda: _answer(_get_text(row, mapping, "rejected")[1]))
 
 
 def _yitingxie(row, mapping, kind):
     # YitingxieRlhfrewarddatasetsDataset: prompt + "Assistant:", answers = text after the last "Assistant:".
-    _, prompt = _get_text(row, mapping, "prompt")
+    pcol, prompt = _get_text(row, mapping, "prompt")
 
     def answer(field):
         col, text = _get_text(row, mapping, field)
         if "Assistant:" not in text:
             raise RowProblem(col, "no 'Assistant:' turn to take the answer from")
-        return text.split("Assistant:")[-1]
+        return _answer(text.split("Assistant:")[-1])
 
-    return _shape(kind, prompt + "Assistant:", lambda: answer("chosen"), lambda: answer("rejected"))
+    return _shape(kind, _dialogue(pcol, prompt + "Assistant:"), lambda: answer("chosen"), lambda: answer("rejected"))
 
 
 def _gptj_pairwise(row, mapping, kind):
@@ -207,9 +227,9 @@ def _shp(row, mapping, kind):
 def _pvduy_vicuna(row, mapping, kind):
     # PvduySharegptalpacaoavicunaformatDataset: prompt with USER/ASSISTANT renamed to Human/Assistant,
     # response " " + label; no rejected answer.
-    _, prompt = _get_text(row, mapping, "prompt")
+    col, prompt = _get_text(row, mapping, "prompt")
     prompt = prompt.replace("USER", "Human").replace("ASSISTANT", "Assistant")
-    return _shape(kind, prompt, lambda: _answer(_get_text(row, mapping, "label")[1]))
+    return _shape(kind, _dialogue(col, prompt), lambda: _answer(_get_text(row, mapping, "label")[1]))
 
 
 def _zhihu(row, mapping, kind):
@@ -275,9 +295,10 @@ def _qag_jaquad(row, mapping, kind):
 
 
 def _dschat_jsonfile(row, mapping, kind):
-    # LocalJsonFileDataset: " " + prompt (already "Human: … Assistant:"), " " + chosen, " " + rejected.
-    _, prompt = _get_text(row, mapping, "prompt")
-    return _shape(kind, " " + prompt, lambda: _answer(_get_text(row, mapping, "chosen")[1]),
+    # LocalJsonFileDataset: " " + prompt (already "Human: … Assistant:"), " " + chosen, " " + rejected;
+    # the prompt is parsed into turns, the spaces come back with the dschat template.
+    col, prompt = _get_text(row, mapping, "prompt")
+    return _shape(kind, _dialogue(col, prompt), lambda: _answer(_get_text(row, mapping, "chosen")[1]),
                   lambda: _answer(_get_text(row, mapping, "rejected")[1]))
 
 
@@ -308,12 +329,12 @@ def _hh_split(row, mapping, kind):
             raise RowProblem(rcol, "its dialogue before the last Assistant turn differs from chosen's")
         return r_answer
 
-    return _shape(kind, prompt, lambda: chosen, rejected)
+    return _shape(kind, _dialogue(ccol, prompt), lambda: _answer(chosen), lambda: _answer(rejected()))
 
 
 def _alpaca(row, mapping, kind):
     # Alpaca / InstructionWild: prompt = instruction (+ "\n\n" + input when input is non-empty),
-    # in DS-Chat's " Human: … Assistant:" form; response " " + output.
+    # stored as the user's text (DS-Chat would wrap it as " Human: … Assistant:"); response = output.
     _, instruction = _get_text(row, mapping, "instruction")
     icol = _col(mapping, "input")
     extra = row.get(icol)  # optional column (InstructionWild rows have no input)
@@ -328,8 +349,8 @@ _GPT_ROLES = {"gpt", "assistant", "chatgpt", "bing", "bard", "model"}
 
 
 def _sharegpt(row, mapping, kind):
-    # ShareGPT conversations [{from: human|gpt, value}]: prompt = the turns before the last gpt turn in
-    # DS-Chat's form (" Human: q1 Assistant: a1 Human: q2 Assistant:"), response = " " + last gpt value.
+    # ShareGPT conversations [{from: human|gpt, value}]: prompt = the turns before the last gpt turn (DS-Chat
+    # would render " Human: q1 Assistant: a1 Human: q2 Assistant:"), response = the last gpt value.
     col, conv = _get(row, mapping, "conversations")
     if not isinstance(conv, Sequence) or isinstance(conv, str) or not conv:
         raise RowProblem(col, "must be a non-empty list of {from, value} turns")
@@ -357,16 +378,8 @@ def _sharegpt(row, mapping, kind):
         history, last = turns[:-1], turns[-1][1]
     if not any(r == "human" for r, _ in history):
         raise RowProblem(col, "no human turn before the answer")
-    parts = []
-    for role, value in history:
-        if role == "human":
-            parts.append(" Human: " + value)
-        elif role == "gpt":
-            parts.append(" Assistant: " + value)
-        else:
-            parts.append(value)
-    prompt = "".join(parts) + " Assistant:"
-    return _shape(kind, prompt, lambda: _answer(last))
+    roles = {"human": "user", "gpt": "assistant", "system": "system"}
+    return _shape(kind, [{"role": roles[role], "content": value} for role, value in history], lambda: last)
 
 
 # ----------------------------------------------------------------------------------- registry
@@ -377,17 +390,17 @@ def _t(name, fn, reads, kinds, description, optional=()) -> Transform:
 
 TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     _t("dschat_prompt_chosen_rejected", _dschat_prompt_chosen_rejected, ("prompt", "chosen", "rejected"),
-       PAIR_KINDS, "prompt/chosen/rejected already in DS-Chat form (\\n\\nHuman: … \\n\\nAssistant:); kept as is"),
+       PAIR_KINDS, "prompt/chosen/rejected in DS-Chat form (\\n\\nHuman: … \\n\\nAssistant:); the prompt split into turns"),
     _t("yitingxie", _yitingxie, ("prompt", "chosen", "rejected"), PAIR_KINDS,
        "prompt + 'Assistant:'; answers = the text after the last 'Assistant:' of chosen/rejected"),
     _t("gptj_pairwise", _gptj_pairwise, ("prompt", "chosen", "rejected"), PAIR_KINDS,
-       "' Human: ' + prompt + ' Assistant:'; ' ' + chosen / rejected"),
+       "prompt -> prompt (DS-Chat: ' Human: ' + prompt + ' Assistant:'); chosen / rejected"),
     _t("webgpt", _webgpt, ("question", "answer_0", "answer_1", "score_0", "score_1"), PAIR_KINDS,
        "question.full_text; the higher-scored answer is chosen (tie: answer_0); [..]/(..) citations removed"),
     _t("shp", _shp, ("history", "human_ref_A", "human_ref_B", "labels"), PAIR_KINDS,
        "history -> prompt; labels == 1 -> human_ref_A chosen, else human_ref_B"),
     _t("pvduy_vicuna", _pvduy_vicuna, ("prompt", "label"), SFT_KINDS,
-       "prompt with USER/ASSISTANT renamed to Human/Assistant; ' ' + label; no rejected answer"),
+       "prompt's USER/ASSISTANT turns -> prompt; label -> response; no rejected answer"),
     _t("zhihu", _zhihu, ("INSTRUCTION", "RESPONSE"), SFT_KINDS,
        "INSTRUCTION -> prompt, RESPONSE -> response; no rejected answer"),
     _t("miracl", _miracl, ("query", "positive_passages", "negative_passages"), PAIR_KINDS,
@@ -403,11 +416,11 @@ TRANSFORMS: dict[str, Transform] = {t.name: t for t in (
     _t("qag_jaquad", _qag_jaquad, ("questions", "paragraph"), SFT_KINDS,
        "questions[0] -> prompt; paragraph -> response"),
     _t("dschat_jsonfile", _dschat_jsonfile, ("prompt", "chosen", "rejected"), PAIR_KINDS,
-       "DS-Chat local/jsonfile rows: ' ' + prompt, ' ' + chosen, ' ' + rejected"),
+       "DS-Chat local/jsonfile rows: prompt (Human: … Assistant:) split into turns; chosen / rejected"),
     _t("hh_split", _hh_split, ("chosen", "rejected"), PAIR_KINDS,
        "whole HH dialogues split at the last '\\n\\nAssistant:' into prompt + chosen / rejected answers"),
     _t("alpaca", _alpaca, ("instruction", "input", "output"), SFT_KINDS,
-       "instruction (+ '\\n\\n' + input when non-empty) -> DS-Chat prompt; ' ' + output -> response",
+       "instruction (+ '\\n\\n' + input when non-empty) -> prompt; output -> response",
        optional=("input",)),
     _t("sharegpt", _sharegpt, ("conversations",), SFT_KINDS,
        "conversations [{from, value}]: turns before the last gpt turn -> prompt; last gpt value -> response"),

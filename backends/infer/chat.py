@@ -244,8 +244,10 @@ def pick_template(template: str, tuned: Side | None, tok) -> str:
 
 
 def render(history: list[dict[str, str]], prompt: str, template: str, tok) -> str:
-    """The text a side is given: its own history + the new user turn, in the training template."""
-    turns = [*history, {"role": "user", "content": prompt}]
+    """The text a side is given: its own history + the new user turn, in the training template. The same
+    functions render training prompts (backends.common.data.parse_turns / format_prompt): a prompt in
+    DS-Chat form (" Human: … Assistant:", from a prompts file saved that way) is read as its turns."""
+    turns = [*history, *datalib.parse_turns(prompt)]
     return datalib.format_prompt(turns, template, tok)
 
 
