@@ -196,7 +196,9 @@ def test_stop_under_accelerate_kills_the_whole_tree(make_engine):
     assert 1.0 < time.time() - t0 < 15
     assert wait_for(lambda: all(gone(p) for p in procs), 5, what="every process gone")
     job = eng.get(jid)
-    assert job["status"] == "stopped" and job["error"] == "stopped by the user"
+    last = sorted(int(p.name.split("-")[1]) for p in (Path(job["run_dir"]) / "checkpoints").iterdir())[-1]
+    assert job["status"] == "stopped"
+    assert job["error"] == f"stopped by the user; Resume continues from checkpoint-{last}"
     assert "SIGKILL" in eng.read_log_tail(jid)
 
 
@@ -221,6 +223,47 @@ def test_stop_under_deepspeed_launcher_kills_all_ranks(make_engine):
     eng.stop(jid, wait=True)
     assert wait_for(lambda: all(gone(p) for p in procs), 5, what="every process gone")
     assert eng.get(jid)["status"] == "stopped"
+
+
+@pytest.mark.parametrize("launcher", ["accelerate", "deepspeed"])
+def test_stop_mid_step_lets_the_trainer_finish_its_slow_save_then_resume_continues(make_engine, launcher):
+    """Issue 11 §2: Stop lands in the middle of a step; the trainer finishes it and takes 4 s to save (longer
+    than the 3 s after which the supervisor used to reap "leftovers"). One SIGTERM reaches it, the checkpoint
+    is whole, the job says where Resume continues, and Resume goes on at the next step."""
+    if launcher == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed")
+    eng = make_engine(grace_seconds=30)
+    cfg = {"steps": 4, "sleep": 1.5, "checkpoint_every": 0, "graceful_stop": True, "save_seconds": 4}
+    jid = eng.submit("dummy", cfg, LaunchSpec(launcher=launcher, preset="cpu"))
+    wait_for(lambda: [r for r in eng.read_metrics(jid) if r.get("step") == 1], 60, what="step 1")
+    eng.stop(jid)  # lands in step 2 (1.5 s long)
+    job = wait_status(eng, jid, "stopped", "failed", "succeeded", timeout=30)
+    log = eng.read_log_tail(jid)
+    run = Path(job["run_dir"])
+    assert job["status"] == "stopped", log
+    assert (run / "checkpoints" / "checkpoint-2" / "state.json").is_file(), log
+    assert job["error"] == "stopped by the user; Resume continues from checkpoint-2", job["error"]
+    assert log.count("SIGTERM #") == 1 and "SIGTERM #1" in log, log
+    assert "left behind" not in log and "still alive after" not in log and "SIGKILL ===" not in log, log
+    assert job["can_resume"] and job["checkpoints"] == ["checkpoint-2"]
+
+    eng.resume(jid)
+    job = wait_status(eng, jid, "succeeded", "failed", "stopped", timeout=60)
+    assert job["status"] == "succeeded", eng.read_log_tail(jid)
+    assert "resuming from step 2" in eng.read_log_tail(jid)
+    assert [r["step"] for r in eng.read_metrics(jid)] == [1, 2, 3, 4]
+
+
+def test_stop_before_any_checkpoint_says_so_and_resume_is_refused(make_engine):
+    eng = make_engine()
+    jid = eng.submit("dummy", {"steps": 10_000, "sleep": 0.2, "checkpoint_every": 0}, PY)
+    rank_info(eng, jid)
+    eng.stop(jid, wait=True)
+    job = eng.get(jid)
+    assert job["status"] == "stopped" and not job["can_resume"]
+    assert job["error"].startswith("stopped before any checkpoint could exist") and "re-run" in job["error"]
+    with pytest.raises(JobError, match="no checkpoint to resume from; re-run instead"):
+        eng.resume(jid)
 
 
 def test_stop_a_queued_job_cancels_it(make_engine):
