@@ -230,7 +230,7 @@ def engine(studio_data_dir):
     """A job engine on a fresh data dir; jobs are detached by design, so teardown stops what still runs."""
     from app.jobs import Engine
 
-    eng = Engine(studio_data_dir, grace_seconds=5)
+    eng = Engine(studio_data_dir, grace_seconds=60)  # a stopped trainer finishes its step and saves
     yield eng
     for job in eng.list_jobs():
         if job["status"] in ("queued", "running"):

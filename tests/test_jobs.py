@@ -457,6 +457,40 @@ def test_log_tail_seeks_and_metrics_are_incremental(make_engine, tmp_path):
     assert eng.read_log_tail(jid, max_bytes=10_000_000).startswith("=== queued at")
 
 
+def test_progress_elapsed_runs_from_the_job_start(make_engine):
+    """Issue 11 §5: elapsed is the job's wall time from started_at (what the page ticks), never the backend's
+    own clock, which starts after its imports and would make the shown figure jump back."""
+    eng = make_engine()
+    jid = eng.submit("dummy", {"steps": 3, "sleep": 0.05}, PY)
+    job = wait_status(eng, jid, "succeeded")
+    pr = eng.progress(jid)
+    assert pr["elapsed"] == pytest.approx(job["ended_at"] - job["started_at"], abs=1e-6)
+    assert eng.read_metrics(jid)[-1]["elapsed"] < pr["elapsed"]
+    assert pr["eta"] == 0.0
+
+
+def test_progress_eta_counts_down_and_ignores_an_earlier_attempt():
+    from app.jobs.engine import _eta
+
+    now = 1_000_000.0
+    start = {"event": "start", "time": now - 100}
+    step = {"step": 1, "total_steps": 5, "loss": 2.0}
+    # the backend's estimate, minus the time since it was written
+    recs = [start, {**step, "eta": None, "time": now - 50},
+            {**step, "step": 2, "eta": 100.0, "time": now - 30}]
+    assert _eta(recs, now) == pytest.approx(70.0)
+    # no estimate from the backend: the pace after the first step (5 s/step), 2 steps left, 2 s already gone
+    recs = [start, {**step, "time": now - 12}, {**step, "step": 3, "time": now - 2}]
+    assert _eta(recs, now) == pytest.approx(8.0)
+    # only the first step so far: unknown, not a guess from startup time
+    assert _eta([start, {**step, "time": now - 2}], now) is None
+    # a resumed attempt does not reuse the last attempt's estimate
+    recs = [start, {**step, "step": 2, "eta": 50.0, "time": now - 60}, start,
+            {**step, "step": 3, "eta": None, "time": now - 1}]
+    assert _eta(recs, now) is None
+    assert _eta([start, {**step, "eta": 9.0, "time": now}, {"event": "end", "time": now}], now) is None
+
+
 # ---------------------------------------------------------------- launch specs and commands
 @pytest.mark.parametrize(
     "kw,field",

@@ -287,13 +287,16 @@ def test_lora_sft_one_process_learns_the_demo_style(demo_sft_run):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(prepared_data_dir, run_dir_name, tmp_path):
-    """The engine's Stop: SIGTERM to the process group -> checkpoint, end line, exit 143; latest resumes."""
+def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(prepared_data_dir, run_dir_name, tmp_path,
+                                                               tiny_lm):
+    """The engine's Stop on a by-hand run (tiny model): SIGTERM -> checkpoint, end line, exit 143; latest
+    resumes."""
     import signal
     import time
 
     base = [sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir", str(prepared_data_dir),
-            "--run_dir", run_dir_name, "--max_seq_len", "64", "--eval_ratio", "0", "--save_steps", "100"]
+            "--run_dir", run_dir_name, "--model_name_or_path", str(tiny_lm), "--max_seq_len", "64",
+            "--eval_ratio", "0", "--save_steps", "100"]
     log = tmp_path / "log.txt"
     with open(log, "w") as fh:
         proc = subprocess.Popen([*base, "--max_steps", "50"], cwd=ROOT, env=_env(2), stdout=fh,
@@ -326,6 +329,28 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(prepared_data_dir,
     steps = [r["step"] for r in recs if r.get("loss") is not None]
     assert steps == list(range(1, stopped_at + 2)), steps  # continues, no restart from step 1
     assert recs[-1]["status"] == "completed"
+
+
+def test_first_eta_is_within_a_factor_2_of_the_real_remaining_time(tiny_lm, tmp_path):
+    """Issue 11 §5: the ETA leaves out startup, the evaluation before step 1 and the first step, and adds the
+    evaluations still to come at their own measured time. Here each evaluation (60 rows) costs several steps,
+    as on the demo: the old estimate ((time since start) / steps done x steps left) was about 3x too long."""
+    dd = tmp_path / "data"
+    dd.mkdir()
+    proc = _run([sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir", str(dd),
+                 "--run_dir", "runs/eta", "--model_name_or_path", str(tiny_lm), "--max_steps", "12",
+                 "--eval_ratio", "0.3", "--eval_steps", "5", "--save_steps", "4"], threads=1, timeout=600)
+    assert proc.returncode == 0, _tail(proc)
+    recs = read_metrics(dd / "runs" / "eta" / "metrics.jsonl")
+    end = recs[-1]
+    assert end["event"] == "end" and end["status"] == "completed"
+    shown = [r for r in recs if r.get("eta") is not None]
+    first = shown[0]
+    real = end["time"] - first["time"]
+    print(f"first ETA {first['eta']:.1f}s at step {first['step']}; real remaining {real:.1f}s")
+    assert real / 2 <= first["eta"] <= real * 2, (first["eta"], real)
+    assert first["step"] == 2, first  # step 1 says "eta ?": nothing after the first step is timed yet
+    assert "step 1/12 loss" in proc.stdout and "eta ?" in proc.stdout
 
 
 ZERO2 = {
