@@ -491,6 +491,19 @@ def test_progress_eta_counts_down_and_ignores_an_earlier_attempt():
     assert _eta([start, {**step, "eta": 9.0, "time": now}, {"event": "end", "time": now}], now) is None
 
 
+def test_stop_grace_flag_reaches_the_engine_and_a_bad_value_is_named(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "app.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert "--stop-grace" in out.stdout
+    assert "`--stop-grace SECONDS`" in (ROOT / "README.md").read_text(encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "app", "--stop-grace", "0", "--data-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--stop-grace: must be more than 0 seconds" in out.stderr, out.stderr
+    from app.cli import build_parser
+
+    assert build_parser().parse_args(["--stop-grace", "300"]).stop_grace == 300.0
+    assert build_parser().parse_args([]).stop_grace is None  # the engine's default applies
+
+
 # ---------------------------------------------------------------- launch specs and commands
 @pytest.mark.parametrize(
     "kw,field",
