@@ -11,7 +11,8 @@ tokenizer + studio.json). Differences from DeepSpeed-Chat's step 1, on purpose: 
 loss by default (TRL prompt-completion format), batches are padded dynamically instead of to max_seq_len (or
 packed), eval loss is measured before training and at every eval step, checkpoints are saved during training and
 a run resumes from the latest one. Exit codes: 0 done, 2 bad option (the message names the field),
-128+signal after a clean stop on SIGTERM/SIGINT (a checkpoint is saved first).
+128+signal after a clean stop on SIGTERM/SIGINT (the step under way is finished and checkpoint-N saved first; before
+any step has finished it exits at once and says that no checkpoint exists yet).
 """
 from __future__ import annotations
 

@@ -108,10 +108,8 @@ def test_stop_during_step_1_saves_checkpoint_1_and_resume_finishes(engine, studi
     finishes. Under accelerate launch (1 CPU process) and the deepspeed launcher (2 ranks, ZeRO-2)."""
     spec = LaunchSpec(launcher=launcher, preset="cpu", num_processes=procs,
                       zero_stage=2 if launcher == "deepspeed" else None)
-    # 2 ranks share the 2 cores: each does a quarter of the work (4 x 3 samples), the step stays seconds long
-    cfg = _slow_tiny_config(tiny_lm, studio_data_dir,
-                            **({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 3}
-                               if procs == 2 else {}))
+    # 2 ranks share the 2 cores: each does half of the work (4 x 6 samples), the step stays seconds long
+    cfg = _slow_tiny_config(tiny_lm, studio_data_dir, **({"per_device_train_batch_size": 4} if procs == 2 else {}))
     job_id = engine.submit("sft", cfg, spec)
     wait_for(lambda: "step 0/2 eval_loss" in engine.read_log_tail(job_id)
              or engine.get(job_id)["status"] != "running" and engine.get(job_id)["status"] != "queued",
