@@ -354,6 +354,53 @@ def test_first_eta_is_within_a_factor_2_of_the_real_remaining_time(tiny_lm, tmp_
     assert "step 1/12 loss" in proc.stdout and "eta ?" in proc.stdout
 
 
+def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
+    """Checkpoints are written into checkpoints/.partial and renamed when whole: a save that dies half-way
+    leaves no checkpoint-N that Resume (the engine's list, the backend's `latest`) could pick."""
+    from types import SimpleNamespace
+
+    from app.jobs import checkpoints
+    from backends.common.distributed import atomic_checkpoints
+    from backends.sft import latest_checkpoint
+
+    ck = tmp_path / "checkpoints"
+
+    class Trainer:  # the parts of transformers.Trainer that atomic_checkpoints wraps
+        die = False
+        state = SimpleNamespace(global_step=3, best_model_checkpoint=None)
+        args = SimpleNamespace(save_total_limit=2, output_dir=str(ck))
+
+        def is_world_process_zero(self):
+            return True
+
+        def _get_output_dir(self, trial=None):
+            return self.args.output_dir
+
+        def _save_checkpoint(self, model, trial):  # like HF: weights first, trainer_state.json last
+            out = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            out.mkdir(parents=True)
+            (out / "adapter_model.safetensors").write_bytes(b"weights")
+            if self.die:
+                raise KeyboardInterrupt("killed mid-save")
+            (out / "trainer_state.json").write_text("{}")
+
+    t = Trainer()
+    atomic_checkpoints(t)
+    t._save_checkpoint(None, None)
+    t.state.global_step, t.die = 6, True
+    with pytest.raises(KeyboardInterrupt):
+        t._save_checkpoint(None, None)
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3"]
+    assert latest_checkpoint(ck).name == "checkpoint-3"
+    assert t._get_output_dir() == str(ck)  # the Trainer's own output dir is back
+    t.die = False  # the next save replaces the torn one
+    t._save_checkpoint(None, None)
+    t.state.global_step = 9
+    t._save_checkpoint(None, None)
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-6", "checkpoint-9"]  # save_total_limit 2
+    assert (ck / "checkpoint-6" / "trainer_state.json").is_file() and not (ck / ".partial").exists()
+
+
 ZERO2 = {
     "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": "auto",
     "gradient_clipping": "auto", "bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"},
