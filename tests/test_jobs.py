@@ -266,6 +266,26 @@ def test_stop_before_any_checkpoint_says_so_and_resume_is_refused(make_engine):
         eng.resume(jid)
 
 
+@pytest.mark.parametrize(
+    "cmdline,module",
+    [
+        (["/v/bin/python", "-m", "backends.sft", "--config", "c.yaml"], "backends.sft"),  # python, accelerate
+        (["/v/bin/python3.11", "-u", "-m", "backends.sft", "--config", "c"], "backends.sft"),  # torchrun, ds
+        (["/v/bin/python", "-m", "accelerate.commands.launch", "--config_file", "a", "-m", "backends.sft"],
+         "accelerate.commands.launch"),  # the launcher itself is not a rank
+        (["/v/bin/python", "-u", "-m", "deepspeed.launcher.launch", "--module", "backends.sft"],
+         "deepspeed.launcher.launch"),
+        (["/v/bin/python", "/v/bin/deepspeed", "--module", "backends.sft"], None),
+        (["/v/bin/python", "-X", "utf8", "-mbackends.sft"], "backends.sft"),
+        (["bash", "-m", "backends.sft"], None),
+    ],
+)
+def test_stop_finds_the_trainer_ranks_by_their_module(cmdline, module):
+    from app.jobs.engine import python_module
+
+    assert python_module(cmdline) == module
+
+
 def test_stop_a_queued_job_cancels_it(make_engine):
     eng = make_engine()
     a = eng.submit("dummy", {"steps": 20, "sleep": 0.1}, PY)
