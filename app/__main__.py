@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     from backends.data.sources import max_upload_bytes
 
     # Re-attaches jobs still running from an earlier UI process; dead ones become "interrupted".
-    engine = Engine(data_dir, offline=args.offline)
+    grace = {"grace_seconds": args.stop_grace} if args.stop_grace else {}
+    engine = Engine(data_dir, offline=args.offline, **grace)
     ctx = StudioContext(data_dir=data_dir, offline=args.offline, engine=engine)
     if not args.no_prepare:
         status = _bundled_ready(data_dir)

@@ -14,6 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 7860
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="./launch.sh",
@@ -51,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="never try the network: no model hub, no package index, no share link")
     data.add_argument("--no-prepare", action="store_true",
                       help="do not prepare the bundled models at start (the Environment tab still can)")
+    data.add_argument("--stop-grace", type=_seconds, default=None, metavar="SECONDS",
+                      help="Stop: time a job gets to finish its step and save a checkpoint before it is "
+                           "killed (default 120)")
     inst = p.add_argument_group("launcher (launch.sh)")
     inst.add_argument("--skip-install", action="store_true",
                       help="do not check or install packages; start right away")

@@ -11,7 +11,8 @@ tokenizer + studio.json). Differences from DeepSpeed-Chat's step 1, on purpose: 
 loss by default (TRL prompt-completion format), batches are padded dynamically instead of to max_seq_len (or
 packed), eval loss is measured before training and at every eval step, checkpoints are saved during training and
 a run resumes from the latest one. Exit codes: 0 done, 2 bad option (the message names the field),
-128+signal after a clean stop on SIGTERM/SIGINT (a checkpoint is saved first).
+128+signal after a clean stop on SIGTERM/SIGINT (the step under way is finished and checkpoint-N saved first; before
+any step has finished it exits at once and says that no checkpoint exists yet).
 """
 from __future__ import annotations
 
@@ -454,6 +455,7 @@ def build_trainer(cfg: SFTArgs, r: Resolved, *, callbacks: list | None = None, l
         raise
     for cb in (PrinterCallback, ProgressCallback):
         trainer.remove_callback(cb)
+    dist.atomic_checkpoints(trainer)  # checkpoint-N appears whole (a Stop or kill mid-save leaves none)
     acc = trainer.accelerator
     log(f"distributed: {acc.distributed_type.value if hasattr(acc.distributed_type, 'value') else acc.distributed_type}, "
         f"{acc.num_processes} process(es), device {acc.device}")
@@ -499,7 +501,10 @@ def train(cfg: SFTArgs | dict, *, log=_log) -> dict[str, Any]:
 
     status = "stopped" if stopper.stopped else "completed"
     if stopper.stopped:
-        log("stopped: checkpoint saved in " + str(r.checkpoints_dir))
+        step = trainer.state.global_step
+        saved = r.checkpoints_dir / f"checkpoint-{step}"
+        log(f"stopped at step {step}: checkpoint {saved.name} saved in {r.checkpoints_dir}"
+            if saved.is_dir() else f"stopped at step {step}: no checkpoint was saved")
     # Every rank calls save_model (ZeRO-3 gathers the weights collectively); only rank 0 writes files.
     trainer.save_model(str(r.output_dir))
     end_extra = {"output_dir": str(r.output_dir), "adapter": cfg.use_lora, "wall_time": round(time.time() - started, 2)}

@@ -4,7 +4,10 @@ Speaks the job protocol without torch: reads config.yaml (run_dir, resume_from_c
 appends metrics.jsonl lines, saves checkpoints/checkpoint-N/, writes output/studio.json. Options (config):
   steps (5), sleep (0.1 s per step), checkpoint_every (2), exit_code (0), raise_error ("" or a message:
   raises FileNotFoundError with it at step `fail_at_step`), spawn_child (false: one grandchild that
-  sleeps, plus one that leaves the process group with a new session), ignore_sigterm (false).
+  sleeps, plus one that leaves the process group with a new session), ignore_sigterm (false),
+  graceful_stop (false: on SIGTERM finish the current step, save checkpoint-N taking save_seconds (1.0) into
+  checkpoints/.partial and rename it, then exit 143 -- what backends/sft.py does; every SIGTERM is counted
+  in the log as "SIGTERM #n").
 Every rank writes run_dir/pids/rank<R>.json ({pid, children, env}); only rank 0 writes metrics.
 """
 
@@ -35,6 +38,14 @@ def main(argv=None) -> int:
     every = int(cfg.get("checkpoint_every", 2))
     if cfg.get("ignore_sigterm"):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sigterms = []
+    if cfg.get("graceful_stop"):
+
+        def on_term(signum, frame):
+            sigterms.append(time.time())
+            print(f"rank {rank}: SIGTERM #{len(sigterms)}: finishing the step, then saving", flush=True)
+
+        signal.signal(signal.SIGTERM, on_term)
 
     children = []
     if cfg.get("spawn_child"):
@@ -101,6 +112,16 @@ def main(argv=None) -> int:
                 d = ckdir / f"checkpoint-{step}"
                 d.mkdir(parents=True, exist_ok=True)
                 (d / "state.json").write_text(json.dumps({"step": step}))
+        if sigterms:
+            if rank == 0:
+                part = ckdir / ".partial" / f"checkpoint-{step}"
+                part.mkdir(parents=True, exist_ok=True)
+                (part / "weights.bin").write_bytes(b"0" * 1000)
+                time.sleep(float(cfg.get("save_seconds", 1.0)))  # a slow save
+                (part / "state.json").write_text(json.dumps({"step": step}))
+                os.rename(part, ckdir / f"checkpoint-{step}")
+                print(f"stopped at step {step}: checkpoint-{step} saved", flush=True)
+            return 128 + signal.SIGTERM
     if rank == 0:
         out = run_dir / "output"
         out.mkdir(exist_ok=True)

@@ -196,7 +196,9 @@ def test_stop_under_accelerate_kills_the_whole_tree(make_engine):
     assert 1.0 < time.time() - t0 < 15
     assert wait_for(lambda: all(gone(p) for p in procs), 5, what="every process gone")
     job = eng.get(jid)
-    assert job["status"] == "stopped" and job["error"] == "stopped by the user"
+    last = sorted(int(p.name.split("-")[1]) for p in (Path(job["run_dir"]) / "checkpoints").iterdir())[-1]
+    assert job["status"] == "stopped"
+    assert job["error"] == f"stopped by the user; Resume continues from checkpoint-{last}"
     assert "SIGKILL" in eng.read_log_tail(jid)
 
 
@@ -221,6 +223,67 @@ def test_stop_under_deepspeed_launcher_kills_all_ranks(make_engine):
     eng.stop(jid, wait=True)
     assert wait_for(lambda: all(gone(p) for p in procs), 5, what="every process gone")
     assert eng.get(jid)["status"] == "stopped"
+
+
+@pytest.mark.parametrize("launcher", ["accelerate", "deepspeed"])
+def test_stop_mid_step_lets_the_trainer_finish_its_slow_save_then_resume_continues(make_engine, launcher):
+    """Issue 11 §2: Stop lands in the middle of a step; the trainer finishes it and takes 4 s to save (longer
+    than the 3 s after which the supervisor used to reap "leftovers"). One SIGTERM reaches it, the checkpoint
+    is whole, the job says where Resume continues, and Resume goes on at the next step."""
+    if launcher == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        pytest.skip("deepspeed is not installed")
+    eng = make_engine(grace_seconds=30)
+    cfg = {"steps": 4, "sleep": 1.5, "checkpoint_every": 0, "graceful_stop": True, "save_seconds": 4}
+    jid = eng.submit("dummy", cfg, LaunchSpec(launcher=launcher, preset="cpu"))
+    wait_for(lambda: [r for r in eng.read_metrics(jid) if r.get("step") == 1], 60, what="step 1")
+    eng.stop(jid)  # lands in step 2 (1.5 s long)
+    job = wait_status(eng, jid, "stopped", "failed", "succeeded", timeout=30)
+    log = eng.read_log_tail(jid)
+    run = Path(job["run_dir"])
+    assert job["status"] == "stopped", log
+    assert (run / "checkpoints" / "checkpoint-2" / "state.json").is_file(), log
+    assert job["error"] == "stopped by the user; Resume continues from checkpoint-2", job["error"]
+    assert log.count("SIGTERM #") == 1 and "SIGTERM #1" in log, log
+    assert "left behind" not in log and "still alive after" not in log and "SIGKILL ===" not in log, log
+    assert job["can_resume"] and job["checkpoints"] == ["checkpoint-2"]
+
+    eng.resume(jid)
+    job = wait_status(eng, jid, "succeeded", "failed", "stopped", timeout=60)
+    assert job["status"] == "succeeded", eng.read_log_tail(jid)
+    assert "resuming from step 2" in eng.read_log_tail(jid)
+    assert [r["step"] for r in eng.read_metrics(jid)] == [1, 2, 3, 4]
+
+
+def test_stop_before_any_checkpoint_says_so_and_resume_is_refused(make_engine):
+    eng = make_engine()
+    jid = eng.submit("dummy", {"steps": 10_000, "sleep": 0.2, "checkpoint_every": 0}, PY)
+    rank_info(eng, jid)
+    eng.stop(jid, wait=True)
+    job = eng.get(jid)
+    assert job["status"] == "stopped" and not job["can_resume"]
+    assert job["error"].startswith("stopped before any checkpoint could exist") and "re-run" in job["error"]
+    with pytest.raises(JobError, match="no checkpoint to resume from; re-run instead"):
+        eng.resume(jid)
+
+
+@pytest.mark.parametrize(
+    "cmdline,module",
+    [
+        (["/v/bin/python", "-m", "backends.sft", "--config", "c.yaml"], "backends.sft"),  # python, accelerate
+        (["/v/bin/python3.11", "-u", "-m", "backends.sft", "--config", "c"], "backends.sft"),  # torchrun, ds
+        (["/v/bin/python", "-m", "accelerate.commands.launch", "--config_file", "a", "-m", "backends.sft"],
+         "accelerate.commands.launch"),  # the launcher itself is not a rank
+        (["/v/bin/python", "-u", "-m", "deepspeed.launcher.launch", "--module", "backends.sft"],
+         "deepspeed.launcher.launch"),
+        (["/v/bin/python", "/v/bin/deepspeed", "--module", "backends.sft"], None),
+        (["/v/bin/python", "-X", "utf8", "-mbackends.sft"], "backends.sft"),
+        (["bash", "-m", "backends.sft"], None),
+    ],
+)
+def test_stop_finds_the_trainer_ranks_by_their_module(cmdline, module):
+    from app.jobs.engine import python_module
+
+    assert python_module(cmdline) == module
 
 
 def test_stop_a_queued_job_cancels_it(make_engine):
@@ -412,6 +475,53 @@ def test_log_tail_seeks_and_metrics_are_incremental(make_engine, tmp_path):
     (run / "metrics.jsonl").write_text('{"step": 1, "total_steps": 8}\n')  # rewritten: start over
     assert eng.read_metrics(jid) == [{"step": 1, "total_steps": 8}]
     assert eng.read_log_tail(jid, max_bytes=10_000_000).startswith("=== queued at")
+
+
+def test_progress_elapsed_runs_from_the_job_start(make_engine):
+    """Issue 11 §5: elapsed is the job's wall time from started_at (what the page ticks), never the backend's
+    own clock, which starts after its imports and would make the shown figure jump back."""
+    eng = make_engine()
+    jid = eng.submit("dummy", {"steps": 3, "sleep": 0.05}, PY)
+    job = wait_status(eng, jid, "succeeded")
+    pr = eng.progress(jid)
+    assert pr["elapsed"] == pytest.approx(job["ended_at"] - job["started_at"], abs=1e-6)
+    assert eng.read_metrics(jid)[-1]["elapsed"] < pr["elapsed"]
+    assert pr["eta"] == 0.0
+
+
+def test_progress_eta_counts_down_and_ignores_an_earlier_attempt():
+    from app.jobs.engine import _eta
+
+    now = 1_000_000.0
+    start = {"event": "start", "time": now - 100}
+    step = {"step": 1, "total_steps": 5, "loss": 2.0}
+    # the backend's estimate, minus the time since it was written
+    recs = [start, {**step, "eta": None, "time": now - 50},
+            {**step, "step": 2, "eta": 100.0, "time": now - 30}]
+    assert _eta(recs, now) == pytest.approx(70.0)
+    # no estimate from the backend: the pace after the first step (5 s/step), 2 steps left, 2 s already gone
+    recs = [start, {**step, "time": now - 12}, {**step, "step": 3, "time": now - 2}]
+    assert _eta(recs, now) == pytest.approx(8.0)
+    # only the first step so far: unknown, not a guess from startup time
+    assert _eta([start, {**step, "time": now - 2}], now) is None
+    # a resumed attempt does not reuse the last attempt's estimate
+    recs = [start, {**step, "step": 2, "eta": 50.0, "time": now - 60}, start,
+            {**step, "step": 3, "eta": None, "time": now - 1}]
+    assert _eta(recs, now) is None
+    assert _eta([start, {**step, "eta": 9.0, "time": now}, {"event": "end", "time": now}], now) is None
+
+
+def test_stop_grace_flag_reaches_the_engine_and_a_bad_value_is_named(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "app.cli", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert "--stop-grace" in out.stdout
+    assert "`--stop-grace SECONDS`" in (ROOT / "README.md").read_text(encoding="utf-8")
+    out = subprocess.run([sys.executable, "-m", "app", "--stop-grace", "0", "--data-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--stop-grace: must be more than 0 seconds" in out.stderr, out.stderr
+    from app.cli import build_parser
+
+    assert build_parser().parse_args(["--stop-grace", "300"]).stop_grace == 300.0
+    assert build_parser().parse_args([]).stop_grace is None  # the engine's default applies
 
 
 # ---------------------------------------------------------------- launch specs and commands

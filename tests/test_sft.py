@@ -254,7 +254,8 @@ def test_lora_sft_one_process_learns_the_demo_style(demo_sft_run):
     assert [r["step"] for r in train] == list(range(1, steps + 1))  # rising steps, one line each
     for r in train:
         assert r["total_steps"] == steps and r["tokens_per_s"] > 0 and r["samples_per_s"] > 0
-        assert r["lr"] is not None and r["eta"] is not None and r["elapsed"] > 0
+        assert r["lr"] is not None and r["elapsed"] > 0
+        assert (r["eta"] is None) == (r["step"] == 1)  # the ETA is timed from the steps after the first
     evals = [r for r in recs if r.get("eval_loss") is not None and "event" not in r]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == steps
     before, after = evals[0]["eval_loss"], evals[-1]["eval_loss"]
@@ -294,13 +295,16 @@ def test_lora_sft_one_process_learns_the_demo_style(demo_sft_run):
 
 
 @pytest.mark.slow
-def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(prepared_data_dir, run_dir_name, tmp_path):
-    """The engine's Stop: SIGTERM to the process group -> checkpoint, end line, exit 143; latest resumes."""
+def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(prepared_data_dir, run_dir_name, tmp_path,
+                                                               tiny_lm):
+    """The engine's Stop on a by-hand run (tiny model): SIGTERM -> checkpoint, end line, exit 143; latest
+    resumes."""
     import signal
     import time
 
     base = [sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir", str(prepared_data_dir),
-            "--run_dir", run_dir_name, "--max_seq_len", "64", "--eval_ratio", "0", "--save_steps", "100"]
+            "--run_dir", run_dir_name, "--model_name_or_path", str(tiny_lm), "--max_seq_len", "64",
+            "--eval_ratio", "0", "--save_steps", "100"]
     log = tmp_path / "log.txt"
     with open(log, "w") as fh:
         proc = subprocess.Popen([*base, "--max_steps", "50"], cwd=ROOT, env=_env(2), stdout=fh,
@@ -333,6 +337,75 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_then_resumes(prepared_data_dir,
     steps = [r["step"] for r in recs if r.get("loss") is not None]
     assert steps == list(range(1, stopped_at + 2)), steps  # continues, no restart from step 1
     assert recs[-1]["status"] == "completed"
+
+
+def test_first_eta_is_within_a_factor_2_of_the_real_remaining_time(tiny_lm, tmp_path):
+    """Issue 11 §5: the ETA leaves out startup, the evaluation before step 1 and the first step, and adds the
+    evaluations still to come at their own measured time. Here each evaluation (60 rows) costs several steps,
+    as on the demo: the old estimate ((time since start) / steps done x steps left) was about 3x too long."""
+    dd = tmp_path / "data"
+    dd.mkdir()
+    proc = _run([sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir", str(dd),
+                 "--run_dir", "runs/eta", "--model_name_or_path", str(tiny_lm), "--max_steps", "12",
+                 "--eval_ratio", "0.3", "--eval_steps", "5", "--save_steps", "4"], threads=1, timeout=600)
+    assert proc.returncode == 0, _tail(proc)
+    recs = read_metrics(dd / "runs" / "eta" / "metrics.jsonl")
+    end = recs[-1]
+    assert end["event"] == "end" and end["status"] == "completed"
+    shown = [r for r in recs if r.get("eta") is not None]
+    first = shown[0]
+    real = end["time"] - first["time"]
+    print(f"first ETA {first['eta']:.1f}s at step {first['step']}; real remaining {real:.1f}s")
+    assert real / 2 <= first["eta"] <= real * 2, (first["eta"], real)
+    assert first["step"] == 2, first  # step 1 says "eta ?": nothing after the first step is timed yet
+    assert "step 1/12 loss" in proc.stdout and "eta ?" in proc.stdout
+
+
+def test_a_checkpoint_cut_short_is_never_resumed_from(tmp_path):
+    """Checkpoints are written into checkpoints/.partial and renamed when whole: a save that dies half-way
+    leaves no checkpoint-N that Resume (the engine's list, the backend's `latest`) could pick."""
+    from types import SimpleNamespace
+
+    from app.jobs import checkpoints
+    from backends.common.distributed import atomic_checkpoints
+    from backends.sft import latest_checkpoint
+
+    ck = tmp_path / "checkpoints"
+
+    class Trainer:  # the parts of transformers.Trainer that atomic_checkpoints wraps
+        die = False
+        state = SimpleNamespace(global_step=3, best_model_checkpoint=None)
+        args = SimpleNamespace(save_total_limit=2, output_dir=str(ck))
+
+        def is_world_process_zero(self):
+            return True
+
+        def _get_output_dir(self, trial=None):
+            return self.args.output_dir
+
+        def _save_checkpoint(self, model, trial):  # like HF: weights first, trainer_state.json last
+            out = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            out.mkdir(parents=True)
+            (out / "adapter_model.safetensors").write_bytes(b"weights")
+            if self.die:
+                raise KeyboardInterrupt("killed mid-save")
+            (out / "trainer_state.json").write_text("{}")
+
+    t = Trainer()
+    atomic_checkpoints(t)
+    t._save_checkpoint(None, None)
+    t.state.global_step, t.die = 6, True
+    with pytest.raises(KeyboardInterrupt):
+        t._save_checkpoint(None, None)
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-3"]
+    assert latest_checkpoint(ck).name == "checkpoint-3"
+    assert t._get_output_dir() == str(ck)  # the Trainer's own output dir is back
+    t.die = False  # the next save replaces the torn one
+    t._save_checkpoint(None, None)
+    t.state.global_step = 9
+    t._save_checkpoint(None, None)
+    assert [p.name for p in checkpoints(tmp_path)] == ["checkpoint-6", "checkpoint-9"]  # save_total_limit 2
+    assert (ck / "checkpoint-6" / "trainer_state.json").is_file() and not (ck / ".partial").exists()
 
 
 ZERO2 = {

@@ -1,10 +1,12 @@
-"""The tiny parent of every job: `python app/jobs/_supervise.py EXIT_FILE -- ARGV...`.
+"""The tiny parent of every job: `python app/jobs/_supervise.py EXIT_FILE [--grace S] -- ARGV...`.
 
 The engine starts this file (by path, so no package import slows it down) as the leader of a new
 session/process group with stdout+stderr on runs/<id>/log.txt. It runs ARGV (the job's real command,
-the one in command.sh) as its child, survives SIGTERM/SIGINT/SIGHUP (they reach the whole group; it
-waits for the child instead), then
-  - ends any descendant the job left behind (SIGTERM, SIGKILL after 3 s), so nothing outlives a job;
+the one in command.sh) as its child, survives SIGTERM/SIGINT/SIGHUP (it waits for the child instead;
+a SIGTERM tells it that the engine is stopping the job), then
+  - ends any descendant the job left behind, so nothing outlives a job: during a stop it first waits
+    up to S seconds (the engine's grace period, default 3) for them, since a trainer rank whose launcher
+    already ended may still be saving its checkpoint; otherwise SIGTERM at once, SIGKILL after 3 s;
   - writes {"exit_code": N, "ended_at": T} to EXIT_FILE (atomically).
 The exit file is how an engine that did not start the job (the UI was restarted, or another UI
 process) learns how it ended. Exits with the child's status (128+signal for a signal).
@@ -29,10 +31,27 @@ def _descendants():
         return []
 
 
-def _reap_leftovers(grace: float = 3.0) -> None:
+STOPPING = False
+
+
+def _on_signal(signum, _frame) -> None:
+    global STOPPING
+    if signum == signal.SIGTERM:
+        STOPPING = True
+
+
+def _reap_leftovers(grace: float = 3.0, wait_first: float = 0.0) -> None:
     import psutil
 
     procs = _descendants()
+    if procs and wait_first > 0:
+        print(
+            f"=== stopping: waiting up to {wait_first:g}s for {len(procs)} process(es) to finish "
+            f"(a trainer may still be saving its checkpoint): {', '.join(str(p.pid) for p in procs)} ===",
+            flush=True,
+        )
+        _gone, procs = psutil.wait_procs(procs, timeout=wait_first)
+        procs = [p for p in procs if p.is_running()] + [p for p in _descendants() if p not in procs]
     if not procs:
         return
     print(
@@ -68,14 +87,22 @@ def _become_subreaper() -> None:
 
 def main() -> int:
     args = sys.argv[1:]
+    grace = 3.0
+    if len(args) >= 3 and args[1] == "--grace":
+        try:
+            grace = float(args[2])
+        except ValueError:
+            print(f"--grace: not a number of seconds: {args[2]!r}", file=sys.stderr)
+            return 2
+        del args[1:3]
     if len(args) < 3 or args[1] != "--":
-        print("usage: _supervise.py EXIT_FILE -- ARGV...", file=sys.stderr)
+        print("usage: _supervise.py EXIT_FILE [--grace SECONDS] -- ARGV...", file=sys.stderr)
         return 2
     exit_file, argv = args[0], args[2:]
     if sys.platform.startswith("linux"):
         _become_subreaper()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, lambda *_: None)  # the group signal also reaches the child; wait for it
+        signal.signal(sig, _on_signal)  # never die before the child; a SIGTERM marks a stop
     try:
         child = subprocess.Popen(argv, restore_signals=True)
     except OSError as e:
@@ -90,7 +117,7 @@ def main() -> int:
             except InterruptedError:  # pragma: no cover
                 continue
     try:
-        _reap_leftovers()
+        _reap_leftovers(wait_first=grace if STOPPING else 0.0)
     except Exception as e:  # never lose the exit file
         print(f"cleanup failed: {e}", flush=True)
     tmp = exit_file + ".tmp"

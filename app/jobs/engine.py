@@ -29,7 +29,15 @@ from backends.common.paths import ROOT
 from backends.common.paths import data_dir as _data_dir
 from backends.common.paths import runs_dir as _runs_dir
 
-from .launcher import LaunchSpec, build_command, default_cores, default_spec, module_for, render_command_sh
+from .launcher import (
+    KIND_MODULES,
+    LaunchSpec,
+    build_command,
+    default_cores,
+    default_spec,
+    module_for,
+    render_command_sh,
+)
 from .launcher import preview_command as _preview_command
 from .store import ACTIVE, JobStore
 from .summary import summarize
@@ -42,6 +50,13 @@ START_TIMEOUT = (
 )
 FINISHED = ("succeeded", "failed", "stopped", "interrupted")
 RESUMABLE = ("interrupted", "failed", "stopped")
+# Stop: the trainer finishes its step and saves a checkpoint within this many seconds, else SIGKILL.
+# Generous on purpose: a CPU step of a real model plus its save can take a minute or more.
+DEFAULT_GRACE_SECONDS = 120.0
+STOPPED_NO_CHECKPOINT = (
+    "stopped before any checkpoint could exist (no training step had finished): nothing to resume; "
+    "re-run the job to start again"
+)
 ENGINE_KEYS = ("run_dir",)
 SCRUB_ENV = {
     "RANK",
@@ -131,7 +146,7 @@ class Engine:
         data_dir=None,
         cores: int | None = None,
         offline: bool = False,
-        grace_seconds: float = 10,
+        grace_seconds: float = DEFAULT_GRACE_SECONDS,
         poll_interval: float = 0.5,
     ):
         self.data_dir = _data_dir(data_dir)
@@ -233,8 +248,9 @@ class Engine:
         return job
 
     def stop(self, job_id: str, wait: bool = False) -> None:
-        """Queued: cancelled at once. Running: SIGTERM to the process group and every descendant,
-        SIGKILL after grace_seconds. wait=True returns once every process is gone and the status set."""
+        """Queued: cancelled at once. Running: one SIGTERM to each trainer rank (it finishes its step,
+        saves a checkpoint and exits; the launchers then end by themselves), SIGKILL to whatever is left
+        after grace_seconds. wait=True returns once every process is gone and the status set."""
         job = self.get(job_id)
         if job["status"] == "queued":
             if self.store.update(
@@ -373,15 +389,10 @@ class Engine:
             percent = max(0.0, min(100.0, 100.0 * step / total))
         else:
             percent = 100.0 if job["status"] == "succeeded" else 0.0
-        elapsed = last.get("elapsed")
-        if not isinstance(elapsed, (int, float)):
-            elapsed = ((job["ended_at"] or time.time()) - job["started_at"]) if job["started_at"] else 0.0
-        eta = last.get("eta")
-        if not isinstance(eta, (int, float)):
-            if isinstance(step, (int, float)) and step > 0 and isinstance(total, (int, float)):
-                eta = elapsed / step * max(0, total - step)
-            else:
-                eta = None
+        # elapsed: wall time of this attempt from the job's own start (what the UI ticks from started_at)
+        now = time.time()
+        elapsed = ((job["ended_at"] or now) - job["started_at"]) if job["started_at"] else 0.0
+        eta = _eta(recs, now)
         if job["status"] in FINISHED:
             eta = 0.0 if job["status"] == "succeeded" else None
         return {
@@ -486,7 +497,12 @@ class Engine:
         fresh = self.store.get(job["id"]) or job
         error = ""
         if fresh["stop_requested"]:  # even if the trainer ended cleanly on SIGTERM: it did not finish
-            status, error = "stopped", "stopped by the user"
+            status = "stopped"
+            ck = checkpoints(run_dir)
+            if ck:
+                error = f"stopped by the user; Resume continues from {ck[-1].name}"
+            else:
+                error = STOPPED_NO_CHECKPOINT
         elif rc == 0:
             status = "succeeded"
         elif rc is None:
@@ -614,7 +630,15 @@ class Engine:
                 logf.write(f"{marker}\n$ {shlex.join(argv)}\n".encode())
                 logf.flush()
                 proc = subprocess.Popen(
-                    [sys.executable, str(SUPERVISE), str(run_dir / "exit.json"), "--", *argv],
+                    [
+                        sys.executable,
+                        str(SUPERVISE),
+                        str(run_dir / "exit.json"),
+                        "--grace",
+                        f"{self.grace_seconds:g}",
+                        "--",
+                        *argv,
+                    ],
                     cwd=str(ROOT),
                     env=full_env,
                     stdin=subprocess.DEVNULL,
@@ -696,11 +720,44 @@ class Engine:
             except psutil.Error:
                 pass
 
+    def _ranks(self, job: dict, procs: list[psutil.Process]) -> list[psutil.Process]:
+        """The trainer processes of the job: `python [opts] -m <the kind's module>` (the launchers'
+        own processes run other modules or scripts)."""
+        module = KIND_MODULES.get(job["kind"])
+        out = []
+        for p in procs:
+            try:
+                if module and python_module(p.cmdline()) == module:
+                    out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
     def _terminate(self, job: dict) -> None:
         procs = self._collect(job)
         if not procs:
             return
-        self._signal_all(job, procs, signal.SIGTERM)
+        ranks = self._ranks(job, procs)
+        if ranks:
+            # One SIGTERM per rank and none to the launchers: accelerate's simple launcher dies on it at
+            # once (and its supervisor would then end the trainer mid-save), torch elastic and DeepSpeed's
+            # launch.py forward it (a second signal). Each rank finishes its step, saves a checkpoint and
+            # exits; the launchers see that and end. The supervisor is told too: it waits for the ranks
+            # (up to the grace period) instead of reaping them as leftovers.
+            self._append_log(
+                job,
+                f"=== stop: SIGTERM to {len(ranks)} trainer process(es) "
+                f"({', '.join(str(p.pid) for p in ranks)}); they finish the current step and save a "
+                f"checkpoint (grace period {self.grace_seconds:g}s, then SIGKILL) ===",
+            )
+            root = _same_process(job["pid"], job["proc_create_time"])
+            for p in ([root] if root is not None else []) + ranks:
+                try:
+                    p.send_signal(signal.SIGTERM)
+                except psutil.Error:
+                    pass
+        else:  # still starting (no trainer yet): nothing to save, end the whole tree
+            self._signal_all(job, procs, signal.SIGTERM)
         deadline = time.time() + self.grace_seconds
         while time.time() < deadline:
             if not any(self._proc_alive(p) for p in procs):
@@ -730,6 +787,56 @@ class Engine:
                 f.write(line + "\n")
         except OSError:
             pass
+
+
+def python_module(cmdline: list[str]) -> str | None:
+    """The module a Python command line runs with -m (`python -u -m backends.sft ...` -> backends.sft);
+    None for a script or anything that is not `python ... -m`."""
+    if not cmdline or "python" not in Path(cmdline[0]).name:
+        return None
+    args = iter(cmdline[1:])
+    for a in args:
+        if a == "-m":
+            return next(args, None)
+        if a.startswith("-m") and len(a) > 2:
+            return a[2:]
+        if a in ("-X", "-W", "-Q"):  # options with a separate value
+            next(args, None)
+            continue
+        if not a.startswith("-") or a in ("-c", "-"):  # a script (or code): no module
+            return None
+    return None
+
+
+def _eta(recs: list[dict], now: float) -> float | None:
+    """Seconds left: the backend's estimate of its last record that has one, minus the time since that
+    record was written; else from the pace of the step records after the first one (startup and the
+    first step excluded). Only this attempt's records count (those after its last `start` line)."""
+    starts = [i for i, r in enumerate(recs) if r.get("event") == "start"]
+    recs = recs[starts[-1] + 1 :] if starts else recs
+    if any(r.get("event") == "end" for r in recs):
+        return None
+    for r in reversed(recs):
+        eta = r.get("eta")
+        if isinstance(eta, (int, float)) and not isinstance(eta, bool):
+            t = r.get("time")
+            since = now - t if isinstance(t, (int, float)) and t <= now else 0.0
+            return max(0.0, float(eta) - since)
+    steps = [
+        r
+        for r in recs
+        if isinstance(r.get("step"), (int, float))
+        and isinstance(r.get("time"), (int, float))
+        and isinstance(r.get("loss"), (int, float))
+    ]
+    if len(steps) < 2:
+        return None
+    a, b = steps[0], steps[-1]
+    total = b.get("total_steps")
+    if not isinstance(total, (int, float)) or b["step"] <= a["step"] or b["time"] <= a["time"]:
+        return None
+    pace = (b["time"] - a["time"]) / (b["step"] - a["step"])
+    return max(0.0, pace * (total - b["step"]) - max(0.0, now - b["time"]))
 
 
 def read_tail(path: str | Path, max_bytes: int = 64_000) -> str:

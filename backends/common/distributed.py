@@ -172,19 +172,82 @@ def barrier() -> None:
         dist.barrier()
 
 
+# ------------------------------------------------------------------------------- checkpoints
+PARTIAL_DIR = ".partial"  # checkpoints/.partial/checkpoint-N: a checkpoint being written
+
+
+def atomic_checkpoints(trainer) -> None:
+    """Make the Trainer's checkpoints appear whole or not at all.
+
+    Every rank writes checkpoint-N into `<output_dir>/.partial/` (the Trainer's own code, unchanged); once all
+    ranks are done, rank 0 renames it to `<output_dir>/checkpoint-N` (one rename on one filesystem) and then
+    applies save_total_limit. A process killed mid-save leaves only `.partial/`, which nothing resumes from
+    (HF's get_last_checkpoint, our latest_checkpoint and the job engine all look for `checkpoint-N` only).
+    """
+    import shutil
+
+    from transformers.trainer_utils import rotate_checkpoints
+
+    original_save = trainer._save_checkpoint
+    original_dir = trainer._get_output_dir
+
+    def save(model, trial):
+        real = original_dir(trial)
+        staging = os.path.join(real, PARTIAL_DIR)
+        name = f"checkpoint-{trainer.state.global_step}"
+        if trainer.is_world_process_zero():
+            shutil.rmtree(os.path.join(staging, name), ignore_errors=True)  # a torn earlier attempt
+            os.makedirs(staging, exist_ok=True)
+        barrier()
+        trainer._get_output_dir = lambda trial=None: staging
+        try:
+            original_save(model, trial)
+        finally:
+            trainer._get_output_dir = original_dir
+        barrier()  # every rank's shards, optimizer and RNG files are written
+        if trainer.is_world_process_zero():
+            src, dst = os.path.join(staging, name), os.path.join(real, name)
+            if os.path.isdir(dst):  # the same step saved again: swap, then drop the old one
+                old = os.path.join(staging, name + ".old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.rename(dst, old)
+                os.rename(src, dst)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(src, dst)
+            try:
+                os.rmdir(staging)
+            except OSError:
+                pass
+            rotate_checkpoints(output_dir=real, save_total_limit=trainer.args.save_total_limit,
+                               best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=False)
+        barrier()
+
+    trainer._save_checkpoint = save
+
+
 # -------------------------------------------------------------------------------------- stop
 class StopOnSignal(TrainerCallback):
     """Clean stop on SIGTERM (and SIGINT): finish the current step, save a checkpoint, leave the loop.
 
-    Before training starts (model loading, tokenising) a signal exits at once with 128+signum.
-    With several ranks, every rank checks the flag at each step end with one tiny all-reduce, so all of them
-    stop at the same step (ZeRO saves are collective).
+    Before training starts (model loading, tokenising), and while no step of this run has finished yet and
+    none is under way (the evaluation before the first step), a signal exits at once with 128+signum: there
+    is nothing new to save, and the log says so plainly (no checkpoint yet, or the one resumed from is still
+    the latest). During a step, the step is finished, the scheduled evaluation is skipped and a checkpoint
+    saved. During an evaluation after some step: the checkpoint is saved right after it. Further signals
+    are ignored (the engine sends one; a launcher may forward another). With several ranks, every rank checks
+    the flag at each step end with one tiny all-reduce, so all of them stop at the same step (ZeRO saves are
+    collective).
     """
 
     def __init__(self, signals=(signal.SIGTERM, signal.SIGINT), save: bool = True, log=print):
         self.requested: int | None = None
         self.stopped = False
         self.training = False
+        self.finishing = False  # training is over, the output is being written: never exit mid-write
+        self.in_step = False
+        self.steps_done = 0  # steps finished in this run (a resumed run counts from its checkpoint)
+        self.start_step = 0
         self.save = save
         self.log = log
         self._previous = {}
@@ -194,18 +257,32 @@ class StopOnSignal(TrainerCallback):
             except ValueError:  # not the main thread
                 pass
 
+    def _say(self, msg: str) -> None:
+        if is_main_process():
+            self.log(f"[studio] {msg}", flush=True)
+
     def _handler(self, signum, frame):
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # second Ctrl+C: give up at once
+        if self.requested is not None:
+            if signum == signal.SIGINT and not self.finishing:
+                raise KeyboardInterrupt  # second Ctrl+C: give up at once
+            return  # already stopping: one message, one checkpoint
         self.requested = signum
         name = signal.Signals(signum).name
+        if self.finishing:
+            self._say(f"{name} received while writing the output: finishing that first")
+            return
         if not self.training:
-            if is_main_process():
-                self.log(f"[studio] {name} received before training started: exiting", flush=True)
+            self._say(f"{name} received before training started: exiting")
             sys.exit(128 + signum)
-        if is_main_process():
-            what = "already stopping" if self.stopped else "stopping after this step and saving a checkpoint"
-            self.log(f"[studio] {name} received: {what}", flush=True)
+        if self.steps_done == 0 and not self.in_step:
+            if self.start_step:
+                self._say(f"{name} received before a step of this run finished: exiting now; "
+                          f"checkpoint-{self.start_step} is still the latest (Resume continues from it)")
+            else:
+                self._say(f"{name} received before the first training step: exiting now; no checkpoint "
+                          "exists yet (stopped before any checkpoint could exist: re-run to start again)")
+            sys.exit(128 + signum)
+        self._say(f"{name} received: stopping after this step and saving a checkpoint")
 
     @property
     def exit_code(self) -> int:
@@ -213,18 +290,40 @@ class StopOnSignal(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.training = True
+        self.start_step = int(state.global_step or 0)
         if self.requested is not None:
             control.should_training_stop = True
         return control
 
-    def on_step_end(self, args, state, control, **kwargs):
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.in_step = True
+        return control
+
+    def _stop_here(self, control) -> bool:
         if any_rank(self.requested is not None):
             if self.requested is None:
                 self.requested = signal.SIGTERM  # another rank got it
             self.stopped = True
             control.should_training_stop = True
+            control.should_evaluate = False  # the stop should not wait for an evaluation
             if self.save:
                 control.should_save = True
+            return True
+        return False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.in_step = False
+        self.steps_done += 1
+        self._stop_here(control)
+        return control
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.steps_done and not self.stopped:  # a signal during an evaluation after a step
+            self._stop_here(control)
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.finishing = True
         return control
 
     def restore(self) -> None:

@@ -138,6 +138,16 @@ class MetricsCallback(TrainerCallback):
         self._win_steps = 0
         self._win_tokens_start = 0.0
         self._all_time = 0.0
+        # ETA inputs: wall seconds per step after the first one of this run, minus evaluations and saves
+        # (each timed on its own and added for the ones still to come)
+        self._last_end: float | None = None
+        self._mark: float | None = None
+        self._pause = 0.0
+        self._step_times: list[float] = []
+        self._eval_times: list[float] = []
+        self._save_times: list[float] = []
+        self._eval_every = 0
+        self._save_every = 0
         self.last_loss: float | None = None
         self.last_eval_loss: float | None = None
         self.first_eval_loss: float | None = None
@@ -165,11 +175,41 @@ class MetricsCallback(TrainerCallback):
         if self.writer is not None:
             self.writer.write(record)
 
-    def _eta(self, step: int) -> float | None:
-        done = step - self.step_at_begin
-        if done <= 0 or not self.total_steps:
+    @staticmethod
+    def _every(value: Any, total: int) -> int:
+        """eval_steps / save_steps as a step count (a float < 1 is a fraction of the total, as in HF)."""
+        v = _num(value)
+        if not v or v <= 0:
+            return 0
+        return max(1, math.ceil(v * total)) if v < 1 else int(v)
+
+    def _points_left(self, every: int, step: int, include_current: bool, final: bool) -> int:
+        """How many multiples of `every` (and the last step when `final`) are still to come after `step`
+        (or at it, when its own evaluation/save has not run yet)."""
+        total = self.total_steps
+        if not every or not total or step > total:
+            return 0
+        lo = step if include_current else step + 1
+        n = max(0, total // every - (lo - 1) // every) if lo <= total else 0
+        if final and total % every and total >= lo:
+            n += 1
+        return n
+
+    def _eta(self, step: int, *, is_eval: bool = False) -> float | None:
+        """Seconds left: mean step time after the first step of this run (its startup, the evaluation before
+        it and its warm-up excluded) x steps left, plus the evaluations and saves still to come, each at its
+        own measured duration. None until a second step has been timed."""
+        if not self.total_steps or not self._step_times:
             return None
-        return (time.time() - self.t_begin) / done * max(0, self.total_steps - step)
+        recent = self._step_times[-20:]
+        left = max(0, self.total_steps - step) * (sum(recent) / len(recent))
+        if self._eval_times:
+            evals = self._points_left(self._eval_every, step, include_current=not is_eval, final=True)
+            left += evals * (sum(self._eval_times[-5:]) / len(self._eval_times[-5:]))
+        if self._save_times:
+            saves = self._points_left(self._save_every, step, include_current=True, final=False)
+            left += saves * (sum(self._save_times[-5:]) / len(self._save_times[-5:]))
+        return left
 
     # -------------------------------------------------------------- events
     def on_train_begin(self, args, state, control, **kwargs):
@@ -177,6 +217,14 @@ class MetricsCallback(TrainerCallback):
         self.step_at_begin = int(state.global_step or 0)
         self.last_step = self.step_at_begin
         self.total_steps = int(state.max_steps or 0)
+        def strategy(name: str) -> str:
+            v = getattr(args, name, "no")
+            return str(getattr(v, "value", v))
+
+        total = self.total_steps
+        eval_steps, save_steps = getattr(args, "eval_steps", 0), getattr(args, "save_steps", 0)
+        self._eval_every = self._every(eval_steps, total) if strategy("eval_strategy") == "steps" else 0
+        self._save_every = self._every(save_steps, total) if strategy("save_strategy") == "steps" else 0
         self.tokens_at_begin = float(getattr(state, "num_input_tokens_seen", 0) or 0)
         self._win_tokens_start = self.tokens_at_begin
         if self.global_batch is None:
@@ -200,6 +248,11 @@ class MetricsCallback(TrainerCallback):
         return control
 
     def on_step_end(self, args, state, control, **kwargs):
+        now = time.time()
+        if self._last_end is not None:  # the first step of a run is not timed (startup, warm-up)
+            self._step_times.append(max(0.0, now - self._last_end - self._pause))
+        self._last_end = self._mark = now
+        self._pause = 0.0
         if self._step_started is not None:
             dt = time.time() - self._step_started
             self._win_time += dt
@@ -227,6 +280,11 @@ class MetricsCallback(TrainerCallback):
             "samples_per_s": None, "tokens_per_s": None, "tokens": int(tokens),
         }
         if is_eval:
+            runtime = _num(logs.get("eval_runtime"))
+            if runtime is not None:
+                self._eval_times.append(runtime)
+                self._pause += runtime
+            self._mark = time.time()
             rec["eval_loss"] = _round(_num(logs.get("eval_loss")))
             if rec["eval_loss"] is not None:
                 self.last_eval_loss = rec["eval_loss"]
@@ -249,7 +307,7 @@ class MetricsCallback(TrainerCallback):
             if n is not None:
                 rec[k] = _round(n)
         elapsed = time.time() - self.t_begin
-        eta = self._eta(step)
+        eta = self._eta(step, is_eval=is_eval)
         rec["elapsed"] = round(elapsed, 2)
         rec["eta"] = None if eta is None else round(eta, 1)
         rec["time"] = round(time.time(), 3)
@@ -279,6 +337,14 @@ class MetricsCallback(TrainerCallback):
             line += " | " + " ".join(speed)
         line += f" | {fmt_duration(rec.get('elapsed'))} eta {fmt_duration(rec.get('eta'))}"
         return line
+
+    def on_save(self, args, state, control, **kwargs):
+        now = time.time()
+        if self._mark is not None:
+            self._save_times.append(max(0.0, now - self._mark))
+            self._pause += self._save_times[-1]
+        self._mark = now
+        return control
 
     def on_train_end(self, args, state, control, **kwargs):
         self.last_step = int(state.global_step or 0)
