@@ -244,10 +244,10 @@ def test_data_dir_and_what_the_studio_writes_are_private(sec):
     sec.client.predict(api_name="/refresh_table")  # the Jobs tab's list, as its timer refreshes it
     sec.client.predict(job, api_name="/job_stop")
     assert _mode(runs[0]) == 0o700
-    # command.sh is chmod-ed 0755 by the engine itself (app/jobs/engine.py, outside this change): not checked
-    files = [f for f in runs[0].iterdir() if f.is_file() and f.name != "command.sh"]
-    assert {f.name for f in files} >= {"config.yaml", "log.txt"}
-    assert {f.name: oct(_mode(f)) for f in files} == {f.name: oct(0o600) for f in files}
+    files = [f for f in runs[0].iterdir() if f.is_file()]
+    assert {f.name for f in files} >= {"config.yaml", "log.txt", "command.sh"}
+    want = {f.name: oct(0o700 if f.name == "command.sh" else 0o600) for f in files}
+    assert {f.name: oct(_mode(f)) for f in files} == want
 
 
 def test_cross_origin_posts_are_refused(sec):

@@ -597,7 +597,7 @@ class Engine:
             Path(path).write_text(content)
         sh = run_dir / "command.sh"
         sh.write_text(render_command_sh(argv, env, title=f"Finetune Studio job {job_id} ({kind})"))
-        sh.chmod(0o755)
+        sh.chmod(0o700)  # executable by its owner only (umask 077 for everything else)
         return argv, env, files
 
     def _launch(self, job: dict) -> None:
