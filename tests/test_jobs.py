@@ -19,14 +19,15 @@ import psutil
 import pytest
 import yaml
 
-from app.jobs import KIND_MODULES, Engine, JobError, JobStore, LaunchSpec, build_command, read_tail, summarize
+from app import kinds
+from app.jobs import Engine, JobError, JobStore, LaunchSpec, build_command, read_tail, summarize
 from app.jobs.launcher import preview_command
 from app.jobs.summary import KILLED_HINT
 from backends.common.errors import FieldError
 from conftest import wait_for as poll_until
 
 ROOT = Path(__file__).resolve().parent.parent
-KIND_MODULES["dummy"] = "tests.jobkit_dummy"
+kinds.register(kinds.Kind("dummy", "tests.jobkit_dummy", model_key="model", dataset_key="dataset"))
 
 
 # ---------------------------------------------------------------- helpers

@@ -9,12 +9,11 @@ See engine.py for the protocol (DESIGN.md "The job protocol").
 """
 
 from .engine import Engine, JobError, checkpoints, read_tail
-from .launcher import KIND_MODULES, LaunchSpec, build_command, parse_hostfile, preview_command
+from .launcher import LaunchSpec, build_command, parse_hostfile, preview_command
 from .store import STATUSES, JobStore
 from .summary import summarize
 
 __all__ = [
-    "KIND_MODULES",
     "STATUSES",
     "Engine",
     "JobError",

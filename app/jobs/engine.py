@@ -24,13 +24,13 @@ from pathlib import Path
 import psutil
 import yaml
 
+from app import kinds
 from backends.common.errors import FieldError
 from backends.common.paths import ROOT
 from backends.common.paths import data_dir as _data_dir
 from backends.common.paths import runs_dir as _runs_dir
 
 from .launcher import (
-    KIND_MODULES,
     LaunchSpec,
     build_command,
     default_cores,
@@ -70,16 +70,6 @@ SCRUB_ENV = {
     "MASTER_PORT",
     "TORCHELASTIC_RUN_ID",
 }
-MODEL_KEYS = (
-    "model",
-    "model_name_or_path",
-    "base_model",
-    "model_path",
-    "pretrained_model_name_or_path",
-    "actor_model",
-    "actor_model_name_or_path",
-)
-DATASET_KEYS = ("dataset", "dataset_name", "datasets", "data_path", "train_file", "data_files")
 
 
 class JobError(RuntimeError):
@@ -90,12 +80,12 @@ def _now_str(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t or time.time()))
 
 
-def _first(config: dict, keys) -> str:
-    for k in keys:
-        v = config.get(k)
-        if v:
-            return (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))[:300]
-    return ""
+def _first(config: dict, key: str | None) -> str:
+    """The config's value of `key` (the kind's model or dataset field) as a short column text."""
+    v = config.get(key) if key else None
+    if not v:
+        return ""
+    return (", ".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v))[:300]
 
 
 def devices_conflict(a: str, b: str) -> bool:
@@ -178,7 +168,7 @@ class Engine:
         meta: dict | None = None,
     ) -> str:
         """Validate, write runs/<id>/{config.yaml, command.sh, launcher files}, queue. Returns the job id.
-        Without a spec the kind's default launch is used (launcher.KIND_LAUNCH_DEFAULTS)."""
+        Without a spec the kind's default launch is used (its `launch` in app/kinds.py)."""
         module_for(kind)
         if spec is None:
             spec = default_spec(kind)
@@ -212,8 +202,8 @@ class Engine:
                     run_dir=str(run_dir),
                     command=shlex.join(argv),
                     argv=argv,
-                    model=str(meta.get("model") or _first(config, MODEL_KEYS)),
-                    dataset=str(meta.get("dataset") or _first(config, DATASET_KEYS)),
+                    model=str(meta.get("model") or _first(config, kinds.model_field(kind))),
+                    dataset=str(meta.get("dataset") or _first(config, kinds.dataset_field(kind))),
                     launcher=spec.to_dict(),
                     config=config,
                     meta=meta,
@@ -723,7 +713,10 @@ class Engine:
     def _ranks(self, job: dict, procs: list[psutil.Process]) -> list[psutil.Process]:
         """The trainer processes of the job: `python [opts] -m <the kind's module>` (the launchers'
         own processes run other modules or scripts)."""
-        module = KIND_MODULES.get(job["kind"])
+        try:
+            module = module_for(job["kind"])
+        except FieldError:  # a job of a kind this studio no longer knows
+            module = None
         out = []
         for p in procs:
             try:

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from app import kinds
 from backends.common.errors import FieldError
 from backends.common.paths import ROOT
 from backends.common.paths import data_dir as _data_dir
@@ -41,35 +42,18 @@ LAUNCHERS = ("accelerate", "deepspeed", "python")
 PRESETS = ("cpu", "single_gpu", "multi_gpu", "multi_node")
 DEFAULT_MULTI_NODE_PORT = 29500
 
-# kind -> python module run as `python -m MODULE --config runs/<id>/config.yaml`.
-# Later recipes plug in here; tests register their own dummy kind.
-KIND_MODULES: dict[str, str] = {
-    "sft": "backends.sft",
-    "reward": "backends.reward",
-    "dpo": "backends.dpo",
-    "rlhf_ppo": "backends.rlhf_ppo",
-    "sd_distill_lora": "backends.sd_distill_lora",
-    "ab_eval": "backends.ab_eval",
-}
-# How a kind is launched when the caller gives no launch spec (every other kind: LaunchSpec()'s defaults).
-# The A/B evaluation is one process of inference: no accelerate, no DeepSpeed.
-KIND_LAUNCH_DEFAULTS: dict[str, dict] = {
-    "ab_eval": {"launcher": "python", "preset": "cpu", "num_processes": 1},
-}
-
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,252})$")
 _HOSTFILE_LINE = re.compile(r"^(?P<host>\S+)\s+slots\s*=\s*(?P<slots>\d+)$")
 
 
 def module_for(kind: str) -> str:
-    if kind not in KIND_MODULES:
-        raise FieldError("kind", f"unknown job kind {kind!r}; known: {', '.join(sorted(KIND_MODULES))}")
-    return KIND_MODULES[kind]
+    """The python module a job of `kind` runs (`python -m MODULE --config runs/<id>/config.yaml`): app/kinds.py."""
+    return kinds.get(kind).module
 
 
 def default_spec(kind: str) -> LaunchSpec:
-    """The launch spec a job of `kind` gets when none is given."""
-    return LaunchSpec.from_dict(KIND_LAUNCH_DEFAULTS.get(kind))
+    """The launch spec a job of `kind` gets when none is given (the kind's `launch` in app/kinds.py)."""
+    return LaunchSpec.from_dict(kinds.get(kind).launch or None)
 
 
 def free_port() -> int:
