@@ -11,7 +11,46 @@ CSS = """
 #studio-header h1 { margin-bottom: 0; }
 .studio-train-btn { background: #f97316 !important; color: white !important; }
 #env-report-md table { font-size: 0.9em; }
+.studio-field-error-msg { color: #b91c1c; background: #fef2f2; border: 1px solid #fecaca; border-radius: 6px;
+                          padding: 6px 10px; }
+.studio-plot-empty { color: #6b7280; padding: 24px 8px; text-align: center; }
+.studio-curves { display: block; background: white; margin-top: 20px; }
+/* dropdown text stops before the arrow instead of running under it */
+.wrap-inner .secondary-wrap input.border-none { padding-right: 26px !important; text-overflow: ellipsis; }
+/* the command previews wrap; the Jobs table fits its column */
+#jobs-table table { table-layout: fixed; width: 100%; }
+#jobs-table td, #jobs-table th { overflow-wrap: anywhere; }
+/* the Datasets upload label sits above its icon, not over it */
+#ds-upload { height: 140px !important; }
+#ds-upload .upload-container { height: 100% !important; padding-top: 26px; box-sizing: border-box; }
+#ds-upload .upload-container .wrap { min-height: 0 !important; padding-top: 0 !important; line-height: 1.3; }
 """
+
+# Log boxes follow their newest line (after a reload, a finish, every update) unless the user scrolled up in
+# them. Svelte sets a textarea's value through the property setter, so wrapping the setter catches every
+# update without a timer; the user's scroll position is read from scroll events.
+LOG_BOXES = ".studio-log textarea, #env-prepare-log textarea"
+FOLLOW_LOGS_JS = """() => {
+  if (window.__studioFollowLogs) return;
+  window.__studioFollowLogs = true;
+  const SEL = %r;
+  const atEnd = (el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
+  document.addEventListener('scroll', (e) => {
+    const el = e.target;
+    if (el instanceof HTMLTextAreaElement && el.matches(SEL)) el.dataset.userUp = atEnd(el) ? '' : '1';
+  }, true);
+  const desc = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value');
+  Object.defineProperty(HTMLTextAreaElement.prototype, 'value', {
+    configurable: true, enumerable: desc.enumerable, get: desc.get,
+    set(v) {
+      desc.set.call(this, v);
+      if (this.matches(SEL) && !this.dataset.userUp) {
+        const el = this;
+        requestAnimationFrame(() => { el.scrollTop = el.scrollHeight; });
+      }
+    },
+  });
+}""" % LOG_BOXES
 
 # After Environment, in this order; Jobs comes after every training tab (it can load their forms).
 TAB_ORDER = ["datasets", "sft", "reward", "rlhf", "pipeline", "sd_lora", "jobs", "compare"]
@@ -21,6 +60,25 @@ def training_kinds() -> list[training.TrainingKind]:
     from backends import sft
 
     return [training.TrainingKind("sft", sft.SFTArgs, sft.validate_config, "cpu-demo-smollm2")]
+
+
+def _timers_off(n: int):
+    def off():
+        return [gr.Timer(active=False)] * n if n > 1 else gr.Timer(active=False)
+    return off
+
+
+def wire_polling(tab_objs: dict, followers: dict, env_tab) -> None:
+    """Only the shown tab polls: selecting a tab starts its follower (one full send, then its timer while
+    its job can change) and switches every other tab's timer off. The page opens on Environment: no timer."""
+    timers = {key: f["timer"] for key, f in followers.items()}
+    for key, tab in [*tab_objs.items(), ("environment", env_tab)]:
+        others = [tm for k, tm in timers.items() if k != key]
+        if others:
+            tab.select(_timers_off(len(others)), outputs=others, api_name=False, show_progress="hidden")
+        if key in followers:
+            fn, inputs, outputs = followers[key]["follow"]
+            tab.select(fn, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
 
 
 def build(ctx: StudioContext) -> gr.Blocks:
@@ -36,14 +94,17 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 ctx.tr(lang_dd, "language")
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with ctx.tr(gr.Tab(t("tab.environment", lang), id="environment", elem_id="tab-environment"),
-                        "tab.environment"):
+                        "tab.environment") as env_tab:
                 env_load, env_outputs = environment.build(ctx)
             trained = {}
             kinds = {tk.kind: tk for tk in training_kinds()}
+            tab_objs = {}
+            followers = {}  # tab key -> its poll timer and the handler that starts following (training, jobs)
             for key in TAB_ORDER:
                 with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}") as tab:
+                    tab_objs[key] = tab
                     if key in kinds:
-                        trained[key] = comps = training.build(ctx, kinds[key])
+                        trained[key] = followers[key] = comps = training.build(ctx, kinds[key])
                         if comps["dataset_fields"]:  # list studio datasets saved since the page was built
                             tab.select(comps["refresh_datasets"], outputs=comps["dataset_fields"], api_name=False,
                                        show_progress="hidden")
@@ -54,9 +115,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         tab.select(comps["refresh"], outputs=[comps["base"], comps["tuned"], comps["reward"]],
                                    api_name=False, show_progress="hidden")
                     elif key == "jobs":
-                        jobs.build(ctx, trained, tabs)
+                        followers[key] = jobs.build(ctx, trained, tabs)
                     else:  # tabs of later issues show a one-line note until they are built
                         ctx.tr(gr.Markdown(t("coming", lang)), "coming", attr="value")
+            wire_polling(tab_objs, followers, env_tab)
 
         entries = list(ctx.i18n)
 
@@ -77,6 +139,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
         demo.load(relabel_on_load, outputs=[e.component for e in entries], api_name=False,
                   show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
+        demo.load(None, js=FOLLOW_LOGS_JS, api_name=False)
         for comps in trained.values():  # the command preview of each tab's initial form
             demo.load(comps["preview"], inputs=comps["all_inputs"], outputs=comps["command"], api_name=False)
     return demo
