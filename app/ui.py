@@ -13,12 +13,14 @@ CSS = """
 #env-report-md table { font-size: 0.9em; }
 .studio-field-error-msg { color: #b91c1c; background: #fef2f2; border: 1px solid #fecaca; border-radius: 6px;
                           padding: 6px 10px; }
+/* what a poll rewrites is laid out and painted on its own, not with the whole page */
+.studio-plot, .studio-log, .studio-progress-box { contain: content; }
+.studio-error-box:not(:has(.studio-field-error-msg)) { display: none; }
 .studio-plot-empty { color: #6b7280; padding: 24px 8px; text-align: center; }
 .studio-curves { display: block; background: white; margin-top: 20px; }
 /* dropdown text stops before the arrow instead of running under it */
 .wrap-inner .secondary-wrap input.border-none { padding-right: 26px !important; text-overflow: ellipsis; }
-/* the command previews wrap; the Jobs table fits its column */
-#jobs-table table { table-layout: fixed; width: 100%; }
+/* the Jobs table fits its column: long ids and paths wrap inside their cells */
 #jobs-table td, #jobs-table th { overflow-wrap: anywhere; }
 /* the Datasets upload label sits above its icon, not over it */
 #ds-upload { height: 140px !important; }
@@ -26,13 +28,16 @@ CSS = """
 #ds-upload .upload-container .wrap { min-height: 0 !important; padding-top: 0 !important; line-height: 1.3; }
 """
 
-# Log boxes follow their newest line (after a reload, a finish, every update) unless the user scrolled up in
-# them. Svelte sets a textarea's value through the property setter, so wrapping the setter catches every
-# update without a timer; the user's scroll position is read from scroll events.
+# Installed once per page load, no server round trip:
+# - log boxes follow their newest line (after a reload, a finish, every update) unless the user scrolled up in
+#   them. Svelte sets a textarea's value through the property setter, so wrapping the setter catches every
+#   update without a timer; the user's scroll position is read from scroll events.
+# - a running job's "elapsed" ticks every second from the value the server last sent (the server polls every
+#   POLL_SECONDS); it never goes back.
 LOG_BOXES = ".studio-log textarea, #env-prepare-log textarea"
-FOLLOW_LOGS_JS = """() => {
-  if (window.__studioFollowLogs) return;
-  window.__studioFollowLogs = true;
+STUDIO_JS = """() => {
+  if (window.__studioJs) return;
+  window.__studioJs = true;
   const SEL = %r;
   const atEnd = (el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
   document.addEventListener('scroll', (e) => {
@@ -50,6 +55,22 @@ FOLLOW_LOGS_JS = """() => {
       }
     },
   });
+  const fmt = (s) => {  // as app.tabs.training.format_eta
+    s = Math.max(0, Math.floor(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s %% 3600) / 60), r = s %% 60, p = (n) => String(n).padStart(2, '0');
+    return h ? `${h}h${p(m)}m` : (m ? `${m}m${p(r)}s` : `${r}s`);
+  };
+  const seen = new WeakMap(), shown = new Map();
+  setInterval(() => {
+    for (const el of document.querySelectorAll('.studio-elapsed[data-live="1"]')) {
+      if (!seen.has(el)) seen.set(el, [parseFloat(el.dataset.elapsed) || 0, performance.now()]);
+      const [base, t0] = seen.get(el);
+      const v = Math.max(base + (performance.now() - t0) / 1000, shown.get(el.dataset.job) || 0);
+      shown.set(el.dataset.job, v);
+      const text = fmt(v);
+      if (el.textContent !== text) el.textContent = text;
+    }
+  }, 1000);
 }""" % LOG_BOXES
 
 # After Environment, in this order; Jobs comes after every training tab (it can load their forms).
@@ -95,11 +116,11 @@ def build(ctx: StudioContext) -> gr.Blocks:
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with ctx.tr(gr.Tab(t("tab.environment", lang), id="environment", elem_id="tab-environment"),
                         "tab.environment") as env_tab:
-                env_load, env_outputs = environment.build(ctx)
+                env_load, env_outputs, env_follower = environment.build(ctx)
             trained = {}
             kinds = {tk.kind: tk for tk in training_kinds()}
             tab_objs = {}
-            followers = {}  # tab key -> its poll timer and the handler that starts following (training, jobs)
+            followers = {"environment": env_follower}  # tab key -> its poll timer and the handler that follows
             for key in TAB_ORDER:
                 with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}") as tab:
                     tab_objs[key] = tab
@@ -130,16 +151,23 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         lang_dd.change(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
                        api_name="set_language")
-        # Another browser may have switched the language since the page was built.
-        def relabel_on_load():
+        # Another browser may have switched the language since the page was built. The relabelling event runs
+        # only then: the Gradio 6 frontend revisits every component an event has ever output to on each later
+        # event's status change, so a load event writing to every label made each poll of the page cost
+        # ~0.2 core of browser CPU. language_unchanged() ends the chain before it (an error nobody sees).
+        def language_unchanged():
             if ctx.lang == lang:  # the page was built in this language
-                return [gr.skip() for _ in entries]
+                raise gr.Error("language unchanged", visible=False, print_exception=False)
+
+        def relabel_on_load():
             return [gr.update(**{e.attr: e.render(ctx.lang)}) for e in entries]
 
-        demo.load(relabel_on_load, outputs=[e.component for e in entries], api_name=False,
-                  show_progress="hidden")
+        demo.load(language_unchanged, api_name=False, show_progress="hidden").success(
+            relabel_on_load, outputs=[e.component for e in entries], api_name=False, show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
-        demo.load(None, js=FOLLOW_LOGS_JS, api_name=False)
+        demo.load(None, js=STUDIO_JS, api_name=False)
+        fn, inputs, outputs = env_follower["follow"]  # the page opens on Environment: follow a preparation
+        demo.load(fn, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
         for comps in trained.values():  # the command preview of each tab's initial form
             demo.load(comps["preview"], inputs=comps["all_inputs"], outputs=comps["command"], api_name=False)
     return demo

@@ -12,10 +12,12 @@ from app.context import StudioContext
 from app.i18n import t
 from app.jobs import JobError
 from app.tabs.plot import curves_svg, curves_widget
-from app.tabs.training import ACTIVE, Follower, form_values, format_eta, job_command, progress_html
+from app.tabs.training import (ACTIVE, POLL_SECONDS, Follower, SessionMemo, form_values, format_eta, job_command,
+                               progress_html)
 from backends.common.errors import FieldError
 
 COLUMNS = ["id", "status", "kind", "recipe", "model", "dataset", "started", "duration", "final loss"]
+COLUMN_WIDTHS = ["19%", "9%", "6%", "12%", "13%", "15%", "10%", "8%", "8%"]  # every column fits at 1400 px
 
 
 def jobs_frame(jobs: list[dict]) -> pd.DataFrame:
@@ -41,7 +43,7 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
     engine = ctx.engine
     with gr.Row():
         table = gr.Dataframe(jobs_frame(engine.list_jobs()), headers=COLUMNS, interactive=False, wrap=True,
-                             elem_id="jobs-table", max_height=320)
+                             elem_id="jobs-table", max_height=320, column_widths=COLUMN_WIDTHS)
     with gr.Row():
         job_dd = ctx.tr(gr.Dropdown([j["id"] for j in engine.list_jobs()], value=None, label=t("jobs.pick", lang),
                                     elem_id="jobs-pick", scale=3, allow_custom_value=False), "jobs.pick")
@@ -53,7 +55,8 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
                                        elem_id="jobs-confirm-delete"), "jobs.confirm_delete")
     with gr.Row():
         with gr.Column(scale=5):
-            progress = gr.HTML(progress_html(None, None, lang), elem_id="jobs-progress", js_on_load=None)
+            progress = gr.HTML(progress_html(None, None, lang), elem_id="jobs-progress", js_on_load=None,
+                               elem_classes=["studio-progress-box"])
             log = ctx.tr(gr.Textbox(label=t("train.log", lang), lines=20, max_lines=20, autoscroll=True,
                                     interactive=False, elem_id="jobs-log", elem_classes=["studio-log"]), "train.log")
         with gr.Column(scale=4):
@@ -62,8 +65,8 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
                                      wrap_lines=True, elem_id="jobs-command"), "train.command")
             config = ctx.tr(gr.Code(language="yaml", label=t("jobs.config", lang), interactive=False,
                                     elem_id="jobs-config"), "jobs.config")
-    sent_state = gr.State(None)
-    timer = gr.Timer(1.0, active=False)  # only while the Jobs tab is shown and something can change
+    memo = SessionMemo()  # what each browser's poll last sent
+    timer = gr.Timer(POLL_SECONDS, active=False)  # only while the Jobs tab is shown and something can change
     follower = Follower(engine)
 
     def table_key(jobs: list[dict]) -> tuple:
@@ -98,23 +101,26 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
         anything_active = any(j["status"] in ACTIVE for j in jobs)
         return table_v, dd_v, prog, log_v, plot_v, cmd_v, cfg_v, sent, following or anything_active
 
-    def tick(job_id, sent):
-        *outs, sent, live = poll(job_id, sent, False)
-        return (*outs, sent, gr.skip() if live else gr.Timer(active=False))
+    def tick(job_id, request: gr.Request):
+        *outs, sent, live = poll(job_id, memo.get(request), False)
+        memo.set(request, sent)
+        return (*outs, gr.skip() if live else gr.Timer(active=False))
 
-    def follow(job_id):
+    def follow(job_id, request: gr.Request):
         *outs, sent, live = poll(job_id, None, True)
-        return (*outs, sent, gr.Timer(active=live))
+        memo.set(request, sent)
+        return (*outs, gr.Timer(active=live))
 
     def details(job_id):
         """The picked job's status line, log, curves, command and config (the job_details API)."""
         *outs, _sent, _live = poll(job_id, None, True)
         return outs[2:]
 
-    def arm(job_id):
+    def arm(job_id, request: gr.Request):
         """After a pick: remember what details() sent, and follow the job while it can change."""
         *_outs, sent, live = poll(job_id, None, True)
-        return sent, gr.Timer(active=live)
+        memo.set(request, sent)
+        return gr.Timer(active=live)
 
     def pick_row(evt: gr.SelectData):
         """A click anywhere in a row picks that row's job (the id is the row's first cell)."""
@@ -152,7 +158,7 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
         form = [*[comps["fields"][d["name"]] for d in comps["descs"]], *comps["launch_inputs"]]
         slices[kind] = (len(rerun_outputs), comps)
         rerun_outputs += form
-    rerun_outputs.append(tabs)
+    rerun_outputs += [tabs, timer]  # the switch away from Jobs also stops its timer
 
     def rerun(job_id):
         """Loads the job's config into its training tab and switches to it; the user edits, then Train."""
@@ -167,16 +173,16 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
         start, comps = slices[job["kind"]]
         values = form_values(comps["descs"], job["config"], job["launcher"])
         out[start:start + len(values)] = values
-        out[-1] = gr.Tabs(selected=job["kind"])
+        out[-2], out[-1] = gr.Tabs(selected=job["kind"]), gr.Timer(active=False)
         gr.Info(t("jobs.loaded", ctx.lang).format(job=job_id))
         return out
 
-    poll_outputs = [table, job_dd, progress, log, plot, command, config, sent_state, timer]
+    poll_outputs = [table, job_dd, progress, log, plot, command, config, timer]
     detail_outs = [progress, log, plot, command, config]
-    timer.tick(tick, inputs=[job_dd, sent_state], outputs=poll_outputs, show_progress="hidden", api_name=False)
+    timer.tick(tick, inputs=job_dd, outputs=poll_outputs, show_progress="hidden", api_name=False)
     table.select(pick_row, outputs=job_dd, api_name=False)
     job_dd.change(details, inputs=job_dd, outputs=detail_outs, api_name="job_details").then(
-        arm, inputs=job_dd, outputs=[sent_state, timer], api_name=False, show_progress="hidden")
+        arm, inputs=job_dd, outputs=timer, api_name=False, show_progress="hidden")
     for btn, fn, ok in ((stop_btn, stop_job, "jobs.stopped"), (resume_btn, engine.resume, "jobs.resumed")):
         btn.click(act(fn, ok), inputs=job_dd, api_name="job_stop" if btn is stop_btn else "job_resume").then(
             follow, inputs=job_dd, outputs=poll_outputs, api_name=False, show_progress="hidden")

@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import html
 import os
+import threading
 import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 import gradio as gr
@@ -39,7 +41,8 @@ LAUNCH_LABELS = {"launcher": "launch.launcher", "preset": "launch.preset", "num_
                  "machine_rank": "launch.rank", "main_ip": "launch.main_ip", "main_port": "launch.main_port",
                  "hostfile_text": "launch.hostfile"}
 ACTIVE = ("queued", "running")
-LOG_BYTES = 40_000
+LOG_BYTES = 20_000  # the log tail a page shows (≈250 lines)
+POLL_SECONDS = 2.0  # a followed job's status, plot and log; elapsed ticks every second in the page itself
 
 
 @dataclasses.dataclass
@@ -93,7 +96,12 @@ def progress_html(job: dict | None, prog: dict | None, lang: str = "en") -> str:
     if loss is not None:
         bits.append(f"loss {loss:.4f}")
     elapsed = job_elapsed(job)
-    bits.append(f"{t('prog.elapsed', lang)} {format_eta(elapsed if elapsed is not None else prog.get('elapsed'))}")
+    if elapsed is None:
+        elapsed = prog.get("elapsed")
+    # the page's clock (app/ui.py STUDIO_JS) ticks a running job's elapsed every second between two polls
+    live = "1" if job["status"] == "running" and job.get("started_at") else "0"
+    bits.append(f"{t('prog.elapsed', lang)} <span class='studio-elapsed' data-job='{html.escape(job['id'])}' "
+                f"data-elapsed='{elapsed or 0:.1f}' data-live='{live}'>{format_eta(elapsed)}</span>")
     if job["status"] == "running":
         bits.append(f"{t('prog.eta', lang)} {format_eta(prog.get('eta'))}")
     if job.get("error") and job["status"] in ("failed", "interrupted", "stopped"):
@@ -125,11 +133,39 @@ def field_error_html(label: str, message: str) -> str:
             f"{html.escape(message)}</div>")
 
 
+class SessionMemo:
+    """Per browser session, what its poll last sent; kept in the UI process (the oldest sessions are dropped).
+
+    Not a gr.State on purpose: the Gradio 6 frontend revisits every output of every event it has run on each
+    later event's status change, and a State output (not in the layout) costs it a walk of the whole page tree."""
+
+    def __init__(self, size: int = 256):
+        self._d: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(request) -> str:
+        return getattr(request, "session_hash", None) or ""
+
+    def get(self, request) -> dict | None:
+        with self._lock:
+            return self._d.get(self._key(request))
+
+    def set(self, request, value: dict) -> None:
+        with self._lock:
+            key = self._key(request)
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
+
+
 class Follower:
     """What one browser's poll of a job sends: only the outputs that changed since the last send.
 
-    `sent` (a gr.State per browser) remembers the last progress line, the metrics count the plot was drawn
-    from and the log's size; an unchanged output is gr.skip(), so nothing is re-sent or redrawn."""
+    `sent` (a SessionMemo entry per browser) remembers the last progress line, the metrics count the plot was
+    drawn from and the log's size; an unchanged output is gr.skip(), so nothing is re-sent or redrawn."""
 
     def __init__(self, engine, series=None):
         self.engine, self.series = engine, series
@@ -244,15 +280,16 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                                    "train.start")
                 stop_btn = ctx.tr(gr.Button(t("train.stop", lang), variant="stop", size="lg",
                                             elem_id=f"{kid}-stop"), "train.stop")
-            error_box = gr.HTML("", elem_id=f"{kid}-error", js_on_load=None)  # a bad field, until the next edit
-            progress = gr.HTML(progress_html(None, None, lang), elem_id=f"{kid}-progress", js_on_load=None)
+            error_box = gr.HTML("", elem_id=f"{kid}-error", elem_classes=["studio-error-box"],
+                                js_on_load=None)  # a bad field, until the next edit
+            progress = gr.HTML(progress_html(None, None, lang), elem_id=f"{kid}-progress", js_on_load=None,
+                               elem_classes=["studio-progress-box"])
             plot = curves_widget(ctx, f"{kid}-plot", tk.series, lang)
             log = ctx.tr(gr.Textbox(label=t("train.log", lang), lines=22, max_lines=22, autoscroll=True,
                                     interactive=False, elem_id=f"{kid}-log", elem_classes=["studio-log"]),
                          "train.log")
             job_state = gr.State(None)
             err_state = gr.State(False)  # an error is shown (the next edit clears it)
-            sent_state = gr.State(None)  # what this browser's poll last sent (Follower)
 
     field_names = list(fields)
     launch_inputs = [launcher, preset, nproc, zero, offload, machines, mrank, main_ip, main_port, hostfile]
@@ -260,7 +297,8 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
     elem_ids = {**{n: c.elem_id for n, c in fields.items()},
                 **{n: c.elem_id for n, c in zip(LAUNCH_LABELS, launch_inputs)}}
     follower = Follower(engine, tk.series)
-    timer = gr.Timer(1.0, active=False)  # runs only while this tab is shown and its job can still change
+    memo = SessionMemo()  # what each browser's poll last sent
+    timer = gr.Timer(POLL_SECONDS, active=False)  # only while this tab is shown and its job can still change
 
     def collect(values: list, recipe_name: str = ""):
         """The form as (the backend's validated-typed options, LaunchSpec); FieldError names a bad field."""
@@ -316,16 +354,17 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
         jobs = [j for j in engine.list_jobs() if j["kind"] == kid]
         return jobs[0] if jobs else None
 
-    def tick(job_id, sent):
+    def tick(job_id, request: gr.Request):
         """The timer: sends what changed; switches itself off once the job can no longer change."""
-        prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), sent, ctx.lang)
-        timer_up = gr.skip() if following else gr.Timer(active=False)
-        return prog, plot_v, log_v, sent, timer_up
+        prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), memo.get(request), ctx.lang)
+        memo.set(request, sent)
+        return prog, plot_v, log_v, gr.skip() if following else gr.Timer(active=False)
 
-    def follow(job_id):
+    def follow(job_id, request: gr.Request):
         """Tab shown or Train clicked: everything once, and the timer on while the job can change."""
         prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), None, ctx.lang)
-        return prog, plot_v, log_v, sent, gr.Timer(active=following)
+        memo.set(request, sent)
+        return prog, plot_v, log_v, gr.Timer(active=following)
 
     def stop(job_id):
         job = current_job(job_id)
@@ -338,7 +377,7 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
         engine.stop(job["id"])
         gr.Info(t("train.stopping", ctx.lang).format(job=job["id"]))
 
-    poll_outputs = [progress, plot, log, sent_state, timer]
+    poll_outputs = [progress, plot, log, timer]
     for comp in all_inputs:
         comp.change(edited, inputs=[err_state, *all_inputs], outputs=[command, error_box, err_state],
                     show_progress="hidden", api_name=False)
@@ -349,7 +388,7 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                                                    show_progress="hidden")
     stop_btn.click(stop, inputs=job_state, outputs=None, api_name=f"{kid}_stop").then(
         follow, inputs=job_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
-    timer.tick(tick, inputs=[job_state, sent_state], outputs=poll_outputs, show_progress="hidden", api_name=False)
+    timer.tick(tick, inputs=job_state, outputs=poll_outputs, show_progress="hidden", api_name=False)
 
     def refresh_datasets():
         """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
