@@ -42,7 +42,8 @@ LAUNCH_LABELS = {"launcher": "launch.launcher", "preset": "launch.preset", "num_
                  "hostfile_text": "launch.hostfile"}
 ACTIVE = ("queued", "running")
 LOG_BYTES = 20_000  # the log tail a page shows (≈250 lines)
-POLL_SECONDS = 2.0  # a followed job's status, plot and log; elapsed ticks every second in the page itself
+POLL_SECONDS = 3.0  # a followed job's status, plot and log (each poll costs the page ≈0.09 CPU s in the Gradio 6
+#                     frontend, see app/ui.py); elapsed ticks every second in the page itself
 
 
 @dataclasses.dataclass
