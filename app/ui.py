@@ -57,7 +57,8 @@ STUDIO_JS = """() => {
   });
   const fmt = (s) => {  // as app.tabs.training.format_eta
     s = Math.max(0, Math.floor(s));
-    const h = Math.floor(s / 3600), m = Math.floor((s %% 3600) / 60), r = s %% 60, p = (n) => String(n).padStart(2, '0');
+    const h = Math.floor(s / 3600), m = Math.floor((s %% 3600) / 60), r = s %% 60;
+    const p = (n) => String(n).padStart(2, '0');
     return h ? `${h}h${p(m)}m` : (m ? `${m}m${p(r)}s` : `${r}s`);
   };
   const seen = new WeakMap(), shown = new Map();

@@ -11,8 +11,6 @@ import pytest
 import fake_run
 from app.tabs.plot import SERIES
 
-pytestmark = [pytest.mark.browser]
-
 SERIES_JS = """(sel) => Array.from(document.querySelectorAll(sel + ' .studio-series')).map(g => ({
     key: g.dataset.series, vertices: g.querySelector('polyline').points.numberOfItems,
     dots: g.querySelectorAll('circle').length,
@@ -54,6 +52,37 @@ def settle(page, joins: list, quiet: float = 2.0, timeout: float = 20.0) -> None
     raise AssertionError(f"the page never went quiet: {len(joins)} events")
 
 
+def test_curves_svg_draws_a_line_and_dots_per_series_with_a_legend():
+    from xml.etree import ElementTree
+
+    from app.tabs.plot import curves_svg
+
+    metrics = [{"event": "start"}, {"step": 0, "eval_loss": 3.0, "loss": None}]
+    metrics += [{"step": s, "loss": 3.0 - s / 10, **({"eval_loss": 2.9 - s / 10} if s % 5 == 0 else {})}
+                for s in range(1, 21)]
+    root = ElementTree.fromstring(curves_svg(metrics, lang="en"))
+    ns = "{http://www.w3.org/2000/svg}"
+    groups = {g.get("data-series"): g for g in root.iter(f"{ns}g") if g.get("class") == "studio-series"}
+    assert set(groups) == {"loss", "eval_loss"}
+    assert len(groups["loss"].find(f"{ns}polyline").get("points").split()) == 20
+    assert len(groups["eval_loss"].findall(f"{ns}circle")) == 5  # steps 0, 5, 10, 15, 20
+    legend = ["".join(g.itertext()) for g in root.iter(f"{ns}g") if g.get("class") == "studio-legend-item"]
+    assert legend[0].startswith("loss") and legend[1].startswith("eval loss")
+    # one value: a dot, and a legend entry, already
+    one = ElementTree.fromstring(curves_svg([{"step": 1, "loss": 2.0}], lang="zh"))
+    assert len(list(one.iter(f"{ns}circle"))) >= 1 and "训练损失" in "".join(one.itertext())
+
+
+def test_status_line_elapsed_counts_from_the_start_not_from_the_last_metrics_line():
+    from app.tabs.training import progress_html
+
+    now = time.time()
+    job = {"id": "j1", "status": "running", "started_at": now - 37, "ended_at": None, "error": ""}
+    html = progress_html(job, {"step": 3, "total_steps": 30, "elapsed": 29.0, "eta": 100.0})
+    assert "37s" in html and "29s" not in html and "data-live='1'" in html
+
+
+@pytest.mark.browser
 def test_finished_job_draws_both_curves_with_legend_in_sft_and_jobs_tabs(start_studio, studio_data_dir, page):
     job_id = fake_run.finished(studio_data_dir, steps=30, eval_every=5)
     studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)
@@ -99,6 +128,7 @@ def test_finished_job_draws_both_curves_with_legend_in_sft_and_jobs_tabs(start_s
     page.get_by_text("nothing to stop").first.wait_for(timeout=15_000)
 
 
+@pytest.mark.browser
 def test_following_a_running_job_ticks_elapsed_draws_live_and_then_stops_polling(start_studio, studio_data_dir,
                                                                                  page, context):
     studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)

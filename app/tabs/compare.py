@@ -279,7 +279,8 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
 
     def refresh():
         res = result_choices(engine, ctx.data_dir)
-        return (gr.update(choices=base_choices(ctx.data_dir)), gr.update(choices=res, info=_no_result_hint(res, ctx.lang)),
+        return (gr.update(choices=base_choices(ctx.data_dir)),
+                gr.update(choices=res, info=_no_result_hint(res, ctx.lang)),
                 gr.update(choices=reward_choices(engine, ctx.data_dir)))
 
     def unload():

@@ -125,6 +125,6 @@ def curves_svg(metrics: list[dict], keys=None, lang: str = "en", empty_key: str 
 
 def curves_widget(ctx, elem_id: str, keys=None, lang: str = "en") -> gr.HTML:
     """The plot component (label "Loss curves", translated with the page); fill it with curves_svg()."""
-    comp = gr.HTML(curves_svg([], keys, lang), label=t("train.curves", lang), show_label=True, container=True, elem_id=elem_id,
-                   elem_classes=["studio-plot"])
+    comp = gr.HTML(curves_svg([], keys, lang), label=t("train.curves", lang), show_label=True, container=True,
+                   elem_id=elem_id, elem_classes=["studio-plot"], js_on_load=None)
     return ctx.tr(comp, "train.curves", attr="label")
