@@ -137,7 +137,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         tab.select(comps["refresh"], outputs=[comps["base"], comps["tuned"], comps["reward"]],
                                    api_name=False, show_progress="hidden")
                     elif key == "jobs":
-                        followers[key] = jobs.build(ctx, trained, tabs)
+                        followers[key] = jobs.build(ctx, trained)
                     else:  # tabs of later issues show a one-line note until they are built
                         ctx.tr(gr.Markdown(t("coming", lang)), "coming", attr="value")
             wire_polling(tab_objs, followers, env_tab)

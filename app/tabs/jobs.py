@@ -11,7 +11,7 @@ import yaml
 from app.context import StudioContext
 from app.i18n import t
 from app.jobs import JobError
-from app.tabs.plot import curves_svg, curves_widget
+from app.tabs.plot import curves_widget
 from app.tabs.training import (ACTIVE, POLL_SECONDS, Follower, SessionMemo, form_values, format_eta, job_command,
                                progress_html)
 from backends.common.errors import FieldError
@@ -37,7 +37,7 @@ def _short(path: str, n: int = 40) -> str:
     return path if len(path) <= n else "…" + path[-(n - 1):]
 
 
-def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
+def build(ctx: StudioContext, training_tabs: dict) -> dict:
     """training_tabs: kind -> the dict training.build returned (to load a config for "Re-run with edits")."""
     lang = ctx.lang
     engine = ctx.engine
@@ -158,11 +158,15 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
         form = [*[comps["fields"][d["name"]] for d in comps["descs"]], *comps["launch_inputs"]]
         slices[kind] = (len(rerun_outputs), comps)
         rerun_outputs += form
-    rerun_outputs += [tabs, timer]  # the switch away from Jobs also stops its timer
+    # The tab switch happens in the page (a click on the tab's button, which also starts that tab's follower):
+    # a gr.Tabs output would make the Gradio 6 frontend re-read every component of the page on each later event.
+    rerun_kind = gr.Textbox(visible=False, elem_id="jobs-rerun-kind")
+    rerun_outputs += [rerun_kind, timer]  # the switch away from Jobs also stops its timer
 
     def rerun(job_id):
         """Loads the job's config into its training tab and switches to it; the user edits, then Train."""
         out = [gr.skip()] * len(rerun_outputs)
+        out[-2] = ""  # no tab switch
         if not job_id:
             gr.Warning(t("jobs.none_selected", ctx.lang))
             return out
@@ -173,7 +177,7 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
         start, comps = slices[job["kind"]]
         values = form_values(comps["descs"], job["config"], job["launcher"])
         out[start:start + len(values)] = values
-        out[-2], out[-1] = gr.Tabs(selected=job["kind"]), gr.Timer(active=False)
+        out[-2], out[-1] = job["kind"], gr.Timer(active=False)
         gr.Info(t("jobs.loaded", ctx.lang).format(job=job_id))
         return out
 
@@ -186,7 +190,10 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> dict:
     for btn, fn, ok in ((stop_btn, stop_job, "jobs.stopped"), (resume_btn, engine.resume, "jobs.resumed")):
         btn.click(act(fn, ok), inputs=job_dd, api_name="job_stop" if btn is stop_btn else "job_resume").then(
             follow, inputs=job_dd, outputs=poll_outputs, api_name=False, show_progress="hidden")
-    rerun_btn.click(rerun, inputs=job_dd, outputs=rerun_outputs, api_name="job_rerun_with_edits")
+    rerun_btn.click(rerun, inputs=job_dd, outputs=rerun_outputs, api_name="job_rerun_with_edits").then(
+        None, inputs=rerun_kind, api_name=False,
+        js="(kind) => { const b = kind && document.querySelector(`button[role=tab][data-tab-id='${kind}']`);"
+           " if (b) b.click(); return []; }")
     delete_btn.click(lambda: gr.update(visible=True), outputs=confirm_btn, api_name=False)
     confirm_btn.click(act(engine.delete, "jobs.deleted"), inputs=job_dd, api_name="job_delete").then(
         lambda: gr.update(visible=False), outputs=confirm_btn, api_name=False).then(
