@@ -290,7 +290,6 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                                     interactive=False, elem_id=f"{kid}-log", elem_classes=["studio-log"]),
                          "train.log")
             job_state = gr.State(None)
-            err_state = gr.State(False)  # an error is shown (the next edit clears it)
 
     field_names = list(fields)
     launch_inputs = [launcher, preset, nproc, zero, offload, machines, mrank, main_ip, main_port, hostfile]
@@ -316,9 +315,9 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
         except FieldError as e:
             return f"# ⚠ {field_label(e.field, descs, ctx.lang)}: {e.message}"
 
-    def edited(err_shown, *values):
+    def edited(error_shown, *values):
         """Any edit: a new command preview, and the error of the last Train goes away."""
-        return preview(*values), ("" if err_shown else gr.skip()), False
+        return preview(*values), ("" if error_shown else gr.skip())
 
     def error_outputs(e: FieldError):
         """The message next to Train (the field's label, not its internal name) and the field marked red."""
@@ -334,9 +333,9 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
             tk.validate(cfg)
             job_id = engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe or "")
         except FieldError as e:
-            return gr.skip(), gr.skip(), error_outputs(e), True
+            return gr.skip(), gr.skip(), error_outputs(e)
         gr.Info(t("train.queued", ctx.lang).format(job=job_id))
-        return job_id, job_command(engine.get(job_id)), "", False
+        return job_id, job_command(engine.get(job_id)), ""
 
     def apply_recipe(name):
         r = recipes.get(name)
@@ -380,11 +379,11 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
 
     poll_outputs = [progress, plot, log, timer]
     for comp in all_inputs:
-        comp.change(edited, inputs=[err_state, *all_inputs], outputs=[command, error_box, err_state],
+        comp.change(edited, inputs=[error_box, *all_inputs], outputs=[command, error_box],
                     show_progress="hidden", api_name=False)
     recipe_dd.change(apply_recipe, inputs=recipe_dd, outputs=[*[fields[d["name"]] for d in descs],
                                                               *launch_inputs, recipe_md], api_name=False)
-    train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command, error_box, err_state],
+    train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command, error_box],
                     api_name=f"{kid}_train").then(follow, inputs=job_state, outputs=poll_outputs, api_name=False,
                                                    show_progress="hidden")
     stop_btn.click(stop, inputs=job_state, outputs=None, api_name=f"{kid}_stop").then(
