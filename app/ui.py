@@ -11,7 +11,68 @@ CSS = """
 #studio-header h1 { margin-bottom: 0; }
 .studio-train-btn { background: #f97316 !important; color: white !important; }
 #env-report-md table { font-size: 0.9em; }
+.studio-field-error-msg { color: #b91c1c; background: #fef2f2; border: 1px solid #fecaca; border-radius: 6px;
+                          padding: 6px 10px; }
+/* what a poll rewrites is laid out and painted on its own, not with the whole page */
+.studio-plot, .studio-log, .studio-progress-box { contain: content; }
+.studio-error-box:not(:has(.studio-field-error-msg)) { display: none; }
+.studio-plot-empty { color: #6b7280; padding: 24px 8px; text-align: center; }
+.studio-curves { display: block; background: white; margin-top: 20px; }
+/* dropdown text stops before the arrow instead of running under it */
+.wrap-inner .secondary-wrap input.border-none { padding-right: 26px !important; text-overflow: ellipsis; }
+/* the Jobs table fits its column: long ids and paths wrap inside their cells */
+#jobs-table td, #jobs-table th { overflow-wrap: anywhere; }
+/* the Datasets upload label sits above its icon, not over it */
+#ds-upload { height: 140px !important; }
+#ds-upload .upload-container { height: 100% !important; padding-top: 26px; box-sizing: border-box; }
+#ds-upload .upload-container .wrap { min-height: 0 !important; padding-top: 0 !important; line-height: 1.3; }
 """
+
+# Installed once per page load, no server round trip:
+# - log boxes follow their newest line (after a reload, a finish, every update) unless the user scrolled up in
+#   them. Svelte sets a textarea's value through the property setter, so wrapping the setter catches every
+#   update without a timer; the user's scroll position is read from scroll events.
+# - a running job's "elapsed" ticks every second from the value the server last sent (the server polls every
+#   POLL_SECONDS); it never goes back.
+LOG_BOXES = ".studio-log textarea, #env-prepare-log textarea"
+STUDIO_JS = """() => {
+  if (window.__studioJs) return;
+  window.__studioJs = true;
+  const SEL = %r;
+  const atEnd = (el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 8;
+  document.addEventListener('scroll', (e) => {
+    const el = e.target;
+    if (el instanceof HTMLTextAreaElement && el.matches(SEL)) el.dataset.userUp = atEnd(el) ? '' : '1';
+  }, true);
+  const desc = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, 'value');
+  Object.defineProperty(HTMLTextAreaElement.prototype, 'value', {
+    configurable: true, enumerable: desc.enumerable, get: desc.get,
+    set(v) {
+      desc.set.call(this, v);
+      if (this.matches(SEL) && !this.dataset.userUp) {
+        const el = this;
+        requestAnimationFrame(() => { el.scrollTop = el.scrollHeight; });
+      }
+    },
+  });
+  const fmt = (s) => {  // as app.tabs.training.format_eta
+    s = Math.max(0, Math.floor(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s %% 3600) / 60), r = s %% 60;
+    const p = (n) => String(n).padStart(2, '0');
+    return h ? `${h}h${p(m)}m` : (m ? `${m}m${p(r)}s` : `${r}s`);
+  };
+  const seen = new WeakMap(), shown = new Map();
+  setInterval(() => {
+    for (const el of document.querySelectorAll('.studio-elapsed[data-live="1"]')) {
+      if (!seen.has(el)) seen.set(el, [parseFloat(el.dataset.elapsed) || 0, performance.now()]);
+      const [base, t0] = seen.get(el);
+      const v = Math.max(base + (performance.now() - t0) / 1000, shown.get(el.dataset.job) || 0);
+      shown.set(el.dataset.job, v);
+      const text = fmt(v);
+      if (el.textContent !== text) el.textContent = text;
+    }
+  }, 1000);
+}""" % LOG_BOXES
 
 # After Environment, in this order; Jobs comes after every training tab (it can load their forms).
 TAB_ORDER = ["datasets", "sft", "reward", "rlhf", "pipeline", "sd_lora", "jobs", "compare"]
@@ -21,6 +82,25 @@ def training_kinds() -> list[training.TrainingKind]:
     from backends import sft
 
     return [training.TrainingKind("sft", sft.SFTArgs, sft.validate_config, "cpu-demo-smollm2")]
+
+
+def _timers_off(n: int):
+    def off():
+        return [gr.Timer(active=False)] * n if n > 1 else gr.Timer(active=False)
+    return off
+
+
+def wire_polling(tab_objs: dict, followers: dict, env_tab) -> None:
+    """Only the shown tab polls: selecting a tab starts its follower (one full send, then its timer while
+    its job can change) and switches every other tab's timer off. The page opens on Environment: no timer."""
+    timers = {key: f["timer"] for key, f in followers.items()}
+    for key, tab in [*tab_objs.items(), ("environment", env_tab)]:
+        others = [tm for k, tm in timers.items() if k != key]
+        if others:
+            tab.select(_timers_off(len(others)), outputs=others, api_name=False, show_progress="hidden")
+        if key in followers:
+            fn, inputs, outputs = followers[key]["follow"]
+            tab.select(fn, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
 
 
 def build(ctx: StudioContext) -> gr.Blocks:
@@ -37,14 +117,17 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 ctx.tr_fn(lang_dd, lambda lang_: lang_)  # a page built in another language shows the saved one
         with gr.Tabs(elem_id="studio-tabs") as tabs:
             with ctx.tr(gr.Tab(t("tab.environment", lang), id="environment", elem_id="tab-environment"),
-                        "tab.environment"):
-                env_load, env_outputs = environment.build(ctx)
+                        "tab.environment") as env_tab:
+                env_load, env_outputs, env_follower = environment.build(ctx)
             trained = {}
             kinds = {tk.kind: tk for tk in training_kinds()}
+            tab_objs = {}
+            followers = {"environment": env_follower}  # tab key -> its poll timer and the handler that follows
             for key in TAB_ORDER:
                 with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}") as tab:
+                    tab_objs[key] = tab
                     if key in kinds:
-                        trained[key] = comps = training.build(ctx, kinds[key])
+                        trained[key] = followers[key] = comps = training.build(ctx, kinds[key])
                         if comps["dataset_fields"]:  # list studio datasets saved since the page was built
                             tab.select(comps["refresh_datasets"], outputs=comps["dataset_fields"], api_name=False,
                                        show_progress="hidden")
@@ -55,9 +138,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         tab.select(comps["refresh"], outputs=[comps["base"], comps["tuned"], comps["reward"]],
                                    api_name=False, show_progress="hidden")
                     elif key == "jobs":
-                        jobs.build(ctx, trained, tabs)
+                        followers[key] = jobs.build(ctx, trained)
                     else:  # tabs of later issues show a one-line note until they are built
                         ctx.tr(gr.Markdown(t("coming", lang)), "coming", attr="value")
+            wire_polling(tab_objs, followers, env_tab)
 
         entries = list(ctx.i18n)
 
@@ -70,15 +154,23 @@ def build(ctx: StudioContext) -> gr.Blocks:
         # .input, not .change: the page-load relabel sets the dropdown's value, which must not switch again
         lang_dd.input(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
                       api_name="set_language")
-        # Another browser may have switched the language since the page was built.
-        def relabel_on_load():
+        # Another browser may have switched the language since the page was built. The relabelling event runs
+        # only then: the Gradio 6 frontend revisits every component an event has ever output to on each later
+        # event's status change, so a load event writing to every label made each poll of the page cost
+        # ~0.2 core of browser CPU. language_unchanged() ends the chain before it (an error nobody sees).
+        def language_unchanged():
             if ctx.lang == lang:  # the page was built in this language
-                return [gr.skip() for _ in entries]
+                raise gr.Error("language unchanged", visible=False, print_exception=False)
+
+        def relabel_on_load():
             return [gr.update(**{e.attr: e.render(ctx.lang)}) for e in entries]
 
-        demo.load(relabel_on_load, outputs=[e.component for e in entries], api_name=False,
-                  show_progress="hidden")
+        demo.load(language_unchanged, api_name=False, show_progress="hidden").success(
+            relabel_on_load, outputs=[e.component for e in entries], api_name=False, show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
+        demo.load(None, js=STUDIO_JS, api_name=False)
+        fn, inputs, outputs = env_follower["follow"]  # the page opens on Environment: follow a preparation
+        demo.load(fn, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
         for comps in trained.values():  # the command preview of each tab's initial form
             demo.load(comps["preview"], inputs=comps["all_inputs"], outputs=comps["command"], api_name=False)
     return demo

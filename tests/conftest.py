@@ -206,6 +206,13 @@ _NEUTRAL_JS = """(pairs) => {
   const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n = walker.nextNode(); n; n = walker.nextNode()) n.nodeValue = fix(n.nodeValue);
   for (const el of document.querySelectorAll('textarea, input')) el.value = fix(el.value);
+  // CodeMirror (gr.Code) redraws its own DOM: change its document through its view instead
+  for (const c of document.querySelectorAll('.cm-content')) {
+    const holder = c.cmTile || c.cmView, v = holder && (holder.view || (holder.root && holder.root.view));
+    if (!v) continue;
+    const text = v.state.doc.toString(), fixed = fix(text);
+    if (fixed !== text) v.dispatch({changes: {from: 0, to: text.length, insert: fixed}});
+  }
 }"""
 
 

@@ -25,11 +25,14 @@ def test_sft_tab_trains_streams_log_and_loss_then_jobs_tab_reruns(start_studio, 
 
     page.locator("#sft-train").click()
     log = page.locator("#sft-log textarea")
+    # the command box now shows the job's own command (its command.sh), not a blank box
+    page.wait_for_function("() => document.querySelector('#sft-command').innerText.includes('Finetune Studio job')",
+                           timeout=30_000)
     page.wait_for_function("() => document.querySelector('#sft-log textarea').value.includes('=== started at')",
                            timeout=120_000)
-    # the first loss point reaches the plot: vega gives each point an aria-label with its numeric value
-    page.wait_for_function("""() => Array.from(document.querySelectorAll('#sft-plot [aria-label*="series: loss"]'))
-                                     .some(e => /value: [0-9]/.test(e.getAttribute('aria-label')))""",
+    # the loss curve is drawn: a polyline with a vertex per logged step (eval loss from step 0 too)
+    page.wait_for_function("""() => { const g = document.querySelector('#sft-plot .studio-series[data-series="loss"]');
+                                     return g && g.querySelector('polyline').points.numberOfItems >= 2; }""",
                            timeout=600_000)
     assert "step" in page.locator("#sft-progress").inner_text()
     doc_screenshot(page, "sft.png", studio_data_dir)
@@ -57,10 +60,26 @@ def test_sft_tab_trains_streams_log_and_loss_then_jobs_tab_reruns(start_studio, 
     ("sft-dataset", "no/such/file.jsonl", "dataset"),
 ])
 def test_bad_input_names_the_field_and_queues_nothing(start_studio, studio_data_dir, page, elem, value, field):
+    from backends import sft
+    from backends.common.config import field_descriptors
+
+    label = next(d["label"] for d in field_descriptors(sft.SFTArgs) if d["name"] == field)
     studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)
     page.goto(studio.url)
     page.get_by_role("tab", name="SFT").click()
     fill(page, elem, value)
     page.locator("#sft-train").click()
-    page.get_by_text(f"{field}:").first.wait_for(timeout=30_000)
+    # next to Train, by its on-screen label (not the internal name), and it stays (a toast would fade)
+    error = page.locator("#sft-error")
+    error.get_by_text(f"{label}:").wait_for(timeout=30_000)
+    assert field not in error.inner_text() or field == label.lower()
+    page.wait_for_timeout(1000)
+    assert error.get_by_text(f"{label}:").is_visible()
+    # the field itself is marked
+    box = page.locator(f"#{elem} input, #{elem} textarea").first
+    assert box.evaluate("el => getComputedStyle(el).borderTopColor") == "rgb(220, 38, 38)"
     assert JobStore(studio_data_dir / "jobs.sqlite").list() == []
+    # the next edit clears the message and the mark
+    fill(page, "sft-max_steps", "3")
+    page.wait_for_function("() => !document.querySelector('#sft-error').innerText.trim()", timeout=15_000)
+    assert box.evaluate("el => getComputedStyle(el).borderTopColor") != "rgb(220, 38, 38)"

@@ -132,6 +132,11 @@ def build(ctx: StudioContext) -> dict:
     return chat_comps
 
 
+def _no_result_hint(results: list, lang: str) -> str:
+    """Under the fine-tuned picker while no job has finished: train one first (or type a folder)."""
+    return "" if results else t("ab.no_finished_job", lang)
+
+
 def _build_chat(ctx: StudioContext, engine) -> dict:
     lang = ctx.lang
     results = result_choices(engine, ctx.data_dir)
@@ -139,7 +144,8 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
         base_dd = ctx.tr(gr.Dropdown(base_choices(ctx.data_dir), value="bundled:smollm2", allow_custom_value=True,
                                      label=t("ab.base", lang), elem_id="ab-base", scale=3), "ab.base")
         tuned_dd = ctx.tr(gr.Dropdown(results, value=results[0][1] if results else None, allow_custom_value=True,
-                                      label=t("ab.tuned", lang), elem_id="ab-tuned", scale=3), "ab.tuned")
+                                      label=t("ab.tuned", lang), elem_id="ab-tuned", scale=3,
+                                      info=_no_result_hint(results, lang)), "ab.tuned")
         reward_dd = ctx.tr(gr.Dropdown(reward_choices(engine, ctx.data_dir), value="", allow_custom_value=True,
                                        label=t("ab.reward", lang), elem_id="ab-reward", scale=2), "ab.reward")
         template_dd = ctx.tr(gr.Dropdown(["auto", "chat", "dschat", "plain"], value="auto",
@@ -273,7 +279,8 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
 
     def refresh():
         res = result_choices(engine, ctx.data_dir)
-        return (gr.update(choices=base_choices(ctx.data_dir)), gr.update(choices=res),
+        return (gr.update(choices=base_choices(ctx.data_dir)),
+                gr.update(choices=res, info=_no_result_hint(res, ctx.lang)),
                 gr.update(choices=reward_choices(engine, ctx.data_dir)))
 
     def unload():

@@ -43,7 +43,7 @@ def target_choices(lang: str) -> list[tuple[str, str]]:
 
 
 def build(ctx: StudioContext):
-    """Builds the tab; returns (fn, outputs) for the page-load event."""
+    """Builds the tab; returns (fn, outputs) for the page-load event and its poller (timer, follow handler)."""
     lang = ctx.lang
     with gr.Row():
         refresh = ctx.tr(gr.Button(t("env.refresh", lang), elem_id="env-refresh", scale=0), "env.refresh")
@@ -118,9 +118,16 @@ def build(ctx: StudioContext):
             gr.Info(t("msg.preparing", ctx.lang))
         return ctx.preparer.log_tail(lang=ctx.lang)
 
+    # follows a preparation only while one runs (app/ui.py also switches it off on the other tabs)
+    poll_timer = gr.Timer(2.0, active=False)
+
     def poll():
         report = get_report(ctx)
-        return envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail(lang=ctx.lang)
+        return (envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail(lang=ctx.lang),
+                gr.skip() if ctx.preparer.running() else gr.Timer(active=False))
+
+    def follow():
+        return gr.Timer(active=ctx.preparer.running())
 
     def run_estimate(model, method, rank, prec, zero, off, ckpt, gpus, nodes, mb, seq, target):
         gpu_list, ram = _hardware(get_report(ctx))
@@ -138,9 +145,10 @@ def build(ctx: StudioContext):
 
     outs = [report_md, bundled_md, report_txt]
     refresh.click(on_refresh, outputs=outs, api_name="environment_refresh")
-    prepare_btn.click(on_prepare, outputs=prepare_log, api_name="prepare_bundled")
-    gr.Timer(2.0).tick(poll, outputs=[bundled_md, prepare_log], show_progress="hidden")
+    prepare_btn.click(on_prepare, outputs=prepare_log, api_name="prepare_bundled").then(
+        lambda: gr.Timer(active=True), outputs=poll_timer, api_name=False, show_progress="hidden")
+    poll_timer.tick(poll, outputs=[bundled_md, prepare_log, poll_timer], show_progress="hidden", api_name=False)
     e_inputs = [e_model, e_method, e_rank, e_prec, e_zero, e_off, e_ckpt, e_gpus, e_nodes, e_mb, e_seq, e_target]
     e_run.click(run_estimate, inputs=e_inputs, outputs=e_out, api_name="estimate_memory")
     # The page load fills the report (computed once per process, warmed in the background at start).
-    return show_report, outs
+    return show_report, outs, {"timer": poll_timer, "follow": (follow, [], [poll_timer])}

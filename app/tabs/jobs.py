@@ -11,10 +11,13 @@ import yaml
 from app.context import StudioContext
 from app.i18n import t
 from app.jobs import JobError
-from app.tabs.training import form_values, format_eta, metrics_frame, progress_html
+from app.tabs.plot import curves_widget
+from app.tabs.training import (ACTIVE, POLL_SECONDS, Follower, SessionMemo, form_values, format_eta, job_command,
+                               progress_html)
 from backends.common.errors import FieldError
 
 COLUMNS = ["id", "status", "kind", "recipe", "model", "dataset", "started", "duration", "final_loss"]  # jobs.col.*
+COLUMN_WIDTHS = ["19%", "9%", "6%", "12%", "13%", "15%", "10%", "8%", "8%"]  # every column fits at 1400 px
 
 
 def jobs_frame(jobs: list[dict], lang: str = "en") -> pd.DataFrame:
@@ -36,13 +39,13 @@ def _short(path: str, n: int = 40) -> str:
     return path if len(path) <= n else "…" + path[-(n - 1):]
 
 
-def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
+def build(ctx: StudioContext, training_tabs: dict) -> dict:
     """training_tabs: kind -> the dict training.build returned (to load a config for "Re-run with edits")."""
     lang = ctx.lang
     engine = ctx.engine
     with gr.Row():
         table = gr.Dataframe(jobs_frame(engine.list_jobs(), lang), interactive=False, wrap=True,
-                             elem_id="jobs-table", max_height=320)
+                             elem_id="jobs-table", max_height=320, column_widths=COLUMN_WIDTHS)
         ctx.tr_fn(table, lambda lang_: jobs_frame(engine.list_jobs(), lang_))
     with gr.Row():
         job_dd = ctx.tr(gr.Dropdown([j["id"] for j in engine.list_jobs()], value=None, label=t("jobs.pick", lang),
@@ -55,41 +58,89 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
                                        elem_id="jobs-confirm-delete"), "jobs.confirm_delete")
     with gr.Row():
         with gr.Column(scale=5):
-            progress = gr.HTML(progress_html(None, None), elem_id="jobs-progress")
+            progress = gr.HTML(progress_html(None, None, lang), elem_id="jobs-progress", js_on_load=None,
+                               elem_classes=["studio-progress-box"])
             log = ctx.tr(gr.Textbox(label=t("train.log", lang), lines=20, max_lines=20, autoscroll=True,
-                                    interactive=False, elem_id="jobs-log"), "train.log")
+                                    interactive=False, elem_id="jobs-log", elem_classes=["studio-log"]), "train.log")
         with gr.Column(scale=4):
-            plot = gr.LinePlot(metrics_frame([]), x="step", y="value", color="series", height=240,
-                               label=t("train.curves", lang), elem_id="jobs-plot")
+            plot = curves_widget(ctx, "jobs-plot", None, lang)  # every series the job logged
             command = ctx.tr(gr.Code(language="shell", label=t("train.command", lang), interactive=False,
-                                     elem_id="jobs-command"), "train.command")
+                                     wrap_lines=True, elem_id="jobs-command"), "train.command")
             config = ctx.tr(gr.Code(language="yaml", label=t("jobs.config", lang), interactive=False,
                                     elem_id="jobs-config"), "jobs.config")
+    memo = SessionMemo()  # what each browser's poll last sent
+    timer = gr.Timer(POLL_SECONDS, active=False)  # only while the Jobs tab is shown and something can change
+    follower = Follower(engine)
 
-    def refresh_table():
+    def table_key(jobs: list[dict]) -> tuple:
+        """The table changes when a job appears, goes or changes state; a running job's duration every 10 s."""
+        return tuple((j["id"], j["status"], j.get("final_loss"),
+                      int(time.time() // 10) if j["status"] in ACTIVE else None) for j in jobs)
+
+    def poll(job_id, sent, fresh: bool):
+        sent = dict(sent or {}) if not fresh else {}
         jobs = engine.list_jobs()
-        # choices only: setting the value from a tick sent before the user picked a job would undo the pick
-        return jobs_frame(jobs, ctx.lang), gr.update(choices=[j["id"] for j in jobs])
+        key = (table_key(jobs), ctx.lang)
+        if sent.get("table") != key:
+            sent["table"] = key
+            # choices only: setting the value from a tick sent before the user picked a job would undo the pick
+            table_v, dd_v = jobs_frame(jobs, ctx.lang), gr.update(choices=[j["id"] for j in jobs])
+        else:
+            table_v = dd_v = gr.skip()
+        job = None
+        if job_id:
+            try:
+                job = engine.get(job_id)
+            except JobError:
+                job = None
+        prev_job = sent.get("detail_job")
+        prog, plot_v, log_v, sent["follow"], following = follower.poll(job, sent.get("follow"), ctx.lang)
+        sent["detail_job"] = job_id if job else None
+        if sent["detail_job"] != prev_job or fresh:  # command and config change only with the picked job
+            cmd_v = job_command(job) if job else ""
+            cfg_v = yaml.safe_dump(job["config"], sort_keys=False, allow_unicode=True) if job else ""
+        else:
+            cmd_v = cfg_v = gr.skip()
+        anything_active = any(j["status"] in ACTIVE for j in jobs)
+        return table_v, dd_v, prog, log_v, plot_v, cmd_v, cfg_v, sent, following or anything_active
+
+    def tick(job_id, request: gr.Request):
+        *outs, sent, live = poll(job_id, memo.get(request), False)
+        memo.set(request, sent)
+        return (*outs, gr.skip() if live else gr.Timer(active=False))
+
+    def follow(job_id, request: gr.Request):
+        *outs, sent, live = poll(job_id, None, True)
+        memo.set(request, sent)
+        return (*outs, gr.Timer(active=live))
 
     def details(job_id):
-        if not job_id:
-            return progress_html(None, None), "", metrics_frame([]), "", ""
-        try:
-            job = engine.get(job_id)
-        except JobError:
-            return progress_html(None, None), "", metrics_frame([]), "", ""
-        run_dir = job["run_dir"]
-        try:
-            cmd = open(f"{run_dir}/command.sh", encoding="utf-8").read()
-        except OSError:
-            cmd = job["command"]
-        return (progress_html(job, engine.progress(job_id)), engine.read_log_tail(job_id, 40_000),
-                metrics_frame(engine.read_metrics(job_id)), cmd,
-                yaml.safe_dump(job["config"], sort_keys=False, allow_unicode=True))
+        """The picked job's status line, log, curves, command and config (the job_details API)."""
+        *outs, _sent, _live = poll(job_id, None, True)
+        return outs[2:]
 
-    def pick_row(evt: gr.SelectData, df):
-        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
-        return df.iloc[row, 0]  # the id column, whatever the language of its header
+    def arm(job_id, request: gr.Request):
+        """After a pick: remember what details() sent, and follow the job while it can change."""
+        *_outs, sent, live = poll(job_id, None, True)
+        memo.set(request, sent)
+        return gr.Timer(active=live)
+
+    def pick_row(evt: gr.SelectData):
+        """A click anywhere in a row picks that row's job (the id is the row's first cell)."""
+        row = getattr(evt, "row_value", None)
+        if row:
+            return row[0]
+        idx = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        jobs = engine.list_jobs()
+        return jobs[idx]["id"] if isinstance(idx, int) and 0 <= idx < len(jobs) else gr.skip()
+
+    def stop_job(job_id):
+        job = engine.get(job_id)
+        if job["status"] not in ACTIVE:
+            raise JobError(t("jobs.nothing_to_stop", ctx.lang).format(job=job_id, status=job["status"]))
+        if job.get("stop_requested"):
+            raise JobError(t("train.already_stopping", ctx.lang).format(job=job_id))
+        engine.stop(job_id)
 
     def act(fn, ok_key):
         def run(job_id):
@@ -110,11 +161,15 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
         form = [*[comps["fields"][d["name"]] for d in comps["descs"]], *comps["launch_inputs"]]
         slices[kind] = (len(rerun_outputs), comps)
         rerun_outputs += form
-    rerun_outputs.append(tabs)
+    # The tab switch happens in the page (a click on the tab's button, which also starts that tab's follower):
+    # a gr.Tabs output would make the Gradio 6 frontend re-read every component of the page on each later event.
+    rerun_kind = gr.Textbox(visible=False, elem_id="jobs-rerun-kind")
+    rerun_outputs += [rerun_kind, timer]  # the switch away from Jobs also stops its timer
 
     def rerun(job_id):
         """Loads the job's config into its training tab and switches to it; the user edits, then Train."""
         out = [gr.skip()] * len(rerun_outputs)
+        out[-2] = ""  # no tab switch
         if not job_id:
             gr.Warning(t("jobs.none_selected", ctx.lang))
             return out
@@ -125,18 +180,25 @@ def build(ctx: StudioContext, training_tabs: dict, tabs: gr.Tabs) -> None:
         start, comps = slices[job["kind"]]
         values = form_values(comps["descs"], job["config"], job["launcher"])
         out[start:start + len(values)] = values
-        out[-1] = gr.Tabs(selected=job["kind"])
+        out[-2], out[-1] = job["kind"], gr.Timer(active=False)
         gr.Info(t("jobs.loaded", ctx.lang).format(job=job_id))
         return out
 
+    poll_outputs = [table, job_dd, progress, log, plot, command, config, timer]
     detail_outs = [progress, log, plot, command, config]
-    gr.Timer(2.0).tick(refresh_table, outputs=[table, job_dd], show_progress="hidden")
-    gr.Timer(1.0).tick(details, inputs=job_dd, outputs=detail_outs, show_progress="hidden")
-    table.select(pick_row, inputs=table, outputs=job_dd, api_name=False)
-    job_dd.change(details, inputs=job_dd, outputs=detail_outs, api_name="job_details")
-    stop_btn.click(act(engine.stop, "jobs.stopped"), inputs=job_dd, api_name="job_stop")
-    resume_btn.click(act(engine.resume, "jobs.resumed"), inputs=job_dd, api_name="job_resume")
-    rerun_btn.click(rerun, inputs=job_dd, outputs=rerun_outputs, api_name="job_rerun_with_edits")
+    timer.tick(tick, inputs=job_dd, outputs=poll_outputs, show_progress="hidden", api_name=False)
+    table.select(pick_row, outputs=job_dd, api_name=False)
+    job_dd.change(details, inputs=job_dd, outputs=detail_outs, api_name="job_details").then(
+        arm, inputs=job_dd, outputs=timer, api_name=False, show_progress="hidden")
+    for btn, fn, ok in ((stop_btn, stop_job, "jobs.stopped"), (resume_btn, engine.resume, "jobs.resumed")):
+        btn.click(act(fn, ok), inputs=job_dd, api_name="job_stop" if btn is stop_btn else "job_resume").then(
+            follow, inputs=job_dd, outputs=poll_outputs, api_name=False, show_progress="hidden")
+    rerun_btn.click(rerun, inputs=job_dd, outputs=rerun_outputs, api_name="job_rerun_with_edits").then(
+        None, inputs=rerun_kind, api_name=False,
+        js="(kind) => { const b = kind && document.querySelector(`button[role=tab][data-tab-id='${kind}']`);"
+           " if (b) b.click(); return []; }")
     delete_btn.click(lambda: gr.update(visible=True), outputs=confirm_btn, api_name=False)
     confirm_btn.click(act(engine.delete, "jobs.deleted"), inputs=job_dd, api_name="job_delete").then(
-        lambda: gr.update(visible=False), outputs=confirm_btn, api_name=False)
+        lambda: gr.update(visible=False), outputs=confirm_btn, api_name=False).then(
+        follow, inputs=job_dd, outputs=poll_outputs, api_name=False, show_progress="hidden")
+    return {"timer": timer, "follow": (follow, [job_dd], poll_outputs)}

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import os
+import threading
+import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 import gradio as gr
-import pandas as pd
 import yaml
 
 from app.context import StudioContext
 from app.i18n import t
+from app.jobs import JobError
 from app.jobs.launcher import LaunchSpec
+from app.tabs.plot import curves_svg, curves_widget
 from backends.common import config as cfgmod
 from backends.common import paths
 from backends.common.errors import FieldError
@@ -30,6 +35,15 @@ GROUP_ORDER = ["model", "data", "training", "lora", "output"]
 LAUNCHERS = ["accelerate", "deepspeed", "python"]
 PRESETS = ["cpu", "single_gpu", "multi_gpu", "multi_node"]
 ZERO_CHOICES = ["none", "0", "1", "2", "3"]
+# LaunchSpec field -> i18n key of its on-screen label, in the order spec_from_form takes them.
+LAUNCH_LABELS = {"launcher": "launch.launcher", "preset": "launch.preset", "num_processes": "launch.nproc",
+                 "zero_stage": "launch.zero", "offload": "launch.offload", "num_machines": "launch.machines",
+                 "machine_rank": "launch.rank", "main_ip": "launch.main_ip", "main_port": "launch.main_port",
+                 "hostfile_text": "launch.hostfile"}
+ACTIVE = ("queued", "running")
+LOG_BYTES = 20_000  # the log tail a page shows (≈250 lines)
+POLL_SECONDS = 3.0  # a followed job's status, plot and log (each poll costs the page ≈0.09 CPU s in the Gradio 6
+#                     frontend, see app/ui.py); elapsed ticks every second in the page itself
 
 
 @dataclasses.dataclass
@@ -38,6 +52,7 @@ class TrainingKind:
     schema: type                    # the backend's option dataclass
     validate: Callable[[Any], None]  # cheap validation, no model load; raises FieldError
     default_recipe: str
+    series: tuple = ("loss", "eval_loss")  # keys of app.tabs.plot.SERIES this tab's plot draws
 
 
 def load_recipes(kind: str) -> dict[str, dict]:
@@ -58,20 +73,38 @@ def format_eta(seconds: float | None) -> str:
     return f"{h}h{m:02d}m" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
-def progress_html(job: dict | None, prog: dict | None) -> str:
+def job_elapsed(job: dict, now: float | None = None) -> float | None:
+    """Seconds since the current attempt started (to its end once it ended): ticks with the clock."""
+    start = job.get("started_at")
+    if not start:
+        return None
+    return max(0.0, (job.get("ended_at") or now or time.time()) - start)
+
+
+def progress_html(job: dict | None, prog: dict | None, lang: str = "en") -> str:
     if not job:
-        return "<div class='studio-progress'>no job yet</div>"
-    pct = (prog or {}).get("percent") or 0.0
-    step, total = (prog or {}).get("step"), (prog or {}).get("total_steps")
-    loss = (prog or {}).get("loss")
-    bits = [f"<b>{job['id']}</b> — {job['status']}"]
+        return f"<div class='studio-progress'>{html.escape(t('prog.none', lang))}</div>"
+    prog = prog or {}
+    pct = prog.get("percent") or 0.0
+    step, total = prog.get("step"), prog.get("total_steps")
+    loss = prog.get("loss")
+    status = job["status"]
+    if status == "running" and job.get("stop_requested"):
+        status = t("prog.stopping", lang)
+    bits = [f"<b>{job['id']}</b> — {html.escape(status)}"]
     if step is not None and total:
-        bits.append(f"step {step}/{total}")
+        bits.append(f"{t('prog.step', lang)} {step}/{total}")
     if loss is not None:
         bits.append(f"loss {loss:.4f}")
-    bits.append(f"elapsed {format_eta((prog or {}).get('elapsed'))}")
+    elapsed = job_elapsed(job)
+    if elapsed is None:
+        elapsed = prog.get("elapsed")
+    # the page's clock (app/ui.py STUDIO_JS) ticks a running job's elapsed every second between two polls
+    live = "1" if job["status"] == "running" and job.get("started_at") else "0"
+    bits.append(f"{t('prog.elapsed', lang)} <span class='studio-elapsed' data-job='{html.escape(job['id'])}' "
+                f"data-elapsed='{elapsed or 0:.1f}' data-live='{live}'>{format_eta(elapsed)}</span>")
     if job["status"] == "running":
-        bits.append(f"ETA {format_eta((prog or {}).get('eta'))}")
+        bits.append(f"{t('prog.eta', lang)} {format_eta(prog.get('eta'))}")
     if job.get("error") and job["status"] in ("failed", "interrupted", "stopped"):
         bits.append(f"<span style='color:#dc2626'>{html.escape(job['error'])}</span>")
     return (f"<div class='studio-progress' id='progress-text'>{' · '.join(bits)}</div>"
@@ -79,17 +112,97 @@ def progress_html(job: dict | None, prog: dict | None) -> str:
             f"background:#f97316;height:10px;border-radius:4px'></div></div>")
 
 
-def metrics_frame(metrics: list[dict]) -> pd.DataFrame:
-    rows = []
-    for m in metrics:
-        if "step" not in m:
-            continue
-        for key in ("loss", "eval_loss", "reward_mean", "rm_accuracy"):
-            if m.get(key) is not None:
-                rows.append({"step": m["step"], "value": float(m[key]), "series": key})
-    frame = pd.DataFrame(rows, columns=["step", "value", "series"])
-    # explicit dtypes: an empty frame must still be numeric, or the plot's axes become discrete
-    return frame.astype({"step": "int64", "value": "float64"})
+def log_signature(job: dict) -> tuple:
+    """Changes whenever log.txt does (size and mtime), so a poll re-sends the log only then."""
+    try:
+        st = os.stat(os.path.join(job["run_dir"], "log.txt"))
+        return job["id"], st.st_size, st.st_mtime_ns
+    except OSError:
+        return job["id"], -1, 0
+
+
+def field_label(name: str, descs: list[dict], lang: str) -> str:
+    """The on-screen label of a form field (schema descriptor or launcher block), else the name itself."""
+    for d in descs:
+        if d["name"] == name:
+            return d["label_zh"] if lang == "zh" else d["label"]
+    return t(LAUNCH_LABELS[name], lang) if name in LAUNCH_LABELS else name
+
+
+def field_error_html(label: str, message: str) -> str:
+    return (f"<div class='studio-field-error-msg' role='alert'>⚠ <b>{html.escape(label)}</b>: "
+            f"{html.escape(message)}</div>")
+
+
+class SessionMemo:
+    """Per browser session, what its poll last sent; kept in the UI process (the oldest sessions are dropped).
+
+    Not a gr.State on purpose: the Gradio 6 frontend revisits every output of every event it has run on each
+    later event's status change, and a State output (not in the layout) costs it a walk of the whole page tree."""
+
+    def __init__(self, size: int = 256):
+        self._d: OrderedDict = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(request) -> str:
+        return getattr(request, "session_hash", None) or ""
+
+    def get(self, request) -> dict | None:
+        with self._lock:
+            return self._d.get(self._key(request))
+
+    def set(self, request, value: dict) -> None:
+        with self._lock:
+            key = self._key(request)
+            self._d[key] = value
+            self._d.move_to_end(key)
+            while len(self._d) > self._size:
+                self._d.popitem(last=False)
+
+
+class Follower:
+    """What one browser's poll of a job sends: only the outputs that changed since the last send.
+
+    `sent` (a SessionMemo entry per browser) remembers the last progress line, the metrics count the plot was
+    drawn from and the log's size; an unchanged output is gr.skip(), so nothing is re-sent or redrawn."""
+
+    def __init__(self, engine, series=None):
+        self.engine, self.series = engine, series
+
+    def poll(self, job: dict | None, sent: dict | None, lang: str):
+        """(progress, plot, log, new sent, following): following = the job may still change."""
+        sent = dict(sent or {})
+        if job is None:
+            key = ("none", lang)
+            if sent.get("job") == key:
+                return gr.skip(), gr.skip(), gr.skip(), sent, False
+            sent = {"job": key}
+            return progress_html(None, None, lang), curves_svg([], self.series, lang), "", sent, False
+        jid = job["id"]
+        prog_html = progress_html(job, self.engine.progress(jid), lang)
+        recs = self.engine.read_metrics(jid)
+        out_prog = out_plot = out_log = gr.skip()
+        if sent.get("prog") != prog_html:
+            out_prog = sent["prog"] = prog_html
+        plot_key = (jid, len(recs), lang)
+        if sent.get("plot") != plot_key:
+            out_plot, sent["plot"] = curves_svg(recs, self.series, lang), plot_key
+        log_key = log_signature(job)
+        if sent.get("log") != log_key:
+            out_log, sent["log"] = self.engine.read_log_tail(jid, max_bytes=LOG_BYTES), log_key
+        sent["job"] = jid
+        return out_prog, out_plot, out_log, sent, job["status"] in ACTIVE
+
+
+def job_command(job: dict) -> str:
+    """The job's command as a shell runs it (its command.sh), else the argv line the store keeps."""
+    try:
+        with open(os.path.join(job["run_dir"], "command.sh"), encoding="utf-8") as f:
+            return f.read()
+    except OSError:
+        return job.get("command", "")
 
 
 def spec_from_form(launcher, preset, nproc, zero, offload, machines, rank, main_ip, main_port, hostfile) -> LaunchSpec:
@@ -160,7 +273,7 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                                              label=t("launch.hostfile", lang), elem_id=f"{kid}-hostfile"),
                                   "launch.hostfile")
             command = ctx.tr(gr.Code(language="shell", label=t("train.command", lang), interactive=False,
-                                     elem_id=f"{kid}-command"), "train.command")
+                                     wrap_lines=True, elem_id=f"{kid}-command"), "train.command")
         with gr.Column(scale=4):
             with gr.Row():  # A1111: the big orange button sits top right
                 train_btn = ctx.tr(gr.Button(t("train.start", lang), variant="primary", size="lg",
@@ -168,16 +281,24 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                                    "train.start")
                 stop_btn = ctx.tr(gr.Button(t("train.stop", lang), variant="stop", size="lg",
                                             elem_id=f"{kid}-stop"), "train.stop")
-            progress = gr.HTML(progress_html(None, None), elem_id=f"{kid}-progress")
-            plot = gr.LinePlot(metrics_frame([]), x="step", y="value", color="series", height=260,
-                               label=t("train.curves", lang), elem_id=f"{kid}-plot")
+            error_box = gr.HTML("", elem_id=f"{kid}-error", elem_classes=["studio-error-box"],
+                                js_on_load=None)  # a bad field, until the next edit
+            progress = gr.HTML(progress_html(None, None, lang), elem_id=f"{kid}-progress", js_on_load=None,
+                               elem_classes=["studio-progress-box"])
+            plot = curves_widget(ctx, f"{kid}-plot", tk.series, lang)
             log = ctx.tr(gr.Textbox(label=t("train.log", lang), lines=22, max_lines=22, autoscroll=True,
-                                    interactive=False, elem_id=f"{kid}-log"), "train.log")
+                                    interactive=False, elem_id=f"{kid}-log", elem_classes=["studio-log"]),
+                         "train.log")
             job_state = gr.State(None)
 
     field_names = list(fields)
     launch_inputs = [launcher, preset, nproc, zero, offload, machines, mrank, main_ip, main_port, hostfile]
     all_inputs = [*fields.values(), *launch_inputs]
+    elem_ids = {**{n: c.elem_id for n, c in fields.items()},
+                **{n: c.elem_id for n, c in zip(LAUNCH_LABELS, launch_inputs)}}
+    follower = Follower(engine, tk.series)
+    memo = SessionMemo()  # what each browser's poll last sent
+    timer = gr.Timer(POLL_SECONDS, active=False)  # only while this tab is shown and its job can still change
 
     def collect(values: list, recipe_name: str = ""):
         """The form as (the backend's validated-typed options, LaunchSpec); FieldError names a bad field."""
@@ -192,7 +313,19 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
             cfg, spec = collect(list(values))
             return engine.preview_command(kid, cfgmod.to_dict(cfg), spec)
         except FieldError as e:
-            return f"# ⚠ {e.field}: {e.message}"
+            return f"# ⚠ {field_label(e.field, descs, ctx.lang)}: {e.message}"
+
+    def edited(error_shown, *values):
+        """Any edit: a new command preview, and the error of the last Train goes away."""
+        return preview(*values), ("" if error_shown else gr.skip())
+
+    def error_outputs(e: FieldError):
+        """The message next to Train (the field's label, not its internal name) and the field marked red."""
+        label = field_label(e.field, descs, ctx.lang)
+        eid = elem_ids.get(e.field)
+        mark = (f"<style>#{eid} {{ box-shadow: inset 0 0 0 2px #dc2626; }} #{eid} input, #{eid} textarea "
+                f"{{ border: 2px solid #dc2626 !important; background: #fef2f2 !important; }}</style>") if eid else ""
+        return field_error_html(label, e.message) + mark
 
     def train(recipe, *values):
         try:
@@ -200,10 +333,9 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
             tk.validate(cfg)
             job_id = engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe or "")
         except FieldError as e:
-            gr.Warning(f"{e.field}: {e.message}")
-            return gr.update(), f"⚠ {e.field}: {e.message}"
+            return gr.skip(), gr.skip(), error_outputs(e)
         gr.Info(t("train.queued", ctx.lang).format(job=job_id))
-        return job_id, ""
+        return job_id, job_command(engine.get(job_id)), ""
 
     def apply_recipe(name):
         r = recipes.get(name)
@@ -217,34 +349,47 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
         if job_id:
             try:
                 return engine.get(job_id)
-            except KeyError:
+            except (KeyError, JobError):
                 pass
         jobs = [j for j in engine.list_jobs() if j["kind"] == kid]
         return jobs[0] if jobs else None
 
-    def refresh(job_id):
-        job = current_job(job_id)
-        if not job:
-            return progress_html(None, None), metrics_frame([]), ""
-        prog = engine.progress(job["id"])
-        return (progress_html(job, prog), metrics_frame(engine.read_metrics(job["id"])),
-                engine.read_log_tail(job["id"], max_bytes=40_000))
+    def tick(job_id, request: gr.Request):
+        """The timer: sends what changed; switches itself off once the job can no longer change."""
+        prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), memo.get(request), ctx.lang)
+        memo.set(request, sent)
+        return prog, plot_v, log_v, gr.skip() if following else gr.Timer(active=False)
+
+    def follow(job_id, request: gr.Request):
+        """Tab shown or Train clicked: everything once, and the timer on while the job can change."""
+        prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), None, ctx.lang)
+        memo.set(request, sent)
+        return prog, plot_v, log_v, gr.Timer(active=following)
 
     def stop(job_id):
         job = current_job(job_id)
-        if not job or job["status"] not in ("running", "queued"):
+        if not job or job["status"] not in ACTIVE:
             gr.Warning(t("train.nothing_to_stop", ctx.lang))
+            return
+        if job.get("stop_requested"):
+            gr.Info(t("train.already_stopping", ctx.lang).format(job=job["id"]))
             return
         engine.stop(job["id"])
         gr.Info(t("train.stopping", ctx.lang).format(job=job["id"]))
 
+    poll_outputs = [progress, plot, log, timer]
     for comp in all_inputs:
-        comp.change(preview, inputs=all_inputs, outputs=command, show_progress="hidden", api_name=False)
+        comp.change(edited, inputs=[error_box, *all_inputs], outputs=[command, error_box],
+                    show_progress="hidden", api_name=False)
     recipe_dd.change(apply_recipe, inputs=recipe_dd, outputs=[*[fields[d["name"]] for d in descs],
                                                               *launch_inputs, recipe_md], api_name=False)
-    train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command], api_name=f"{kid}_train")
-    stop_btn.click(stop, inputs=job_state, outputs=None, api_name=f"{kid}_stop")
-    gr.Timer(1.0).tick(refresh, inputs=job_state, outputs=[progress, plot, log], show_progress="hidden")
+    train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command, error_box],
+                    api_name=f"{kid}_train").then(follow, inputs=job_state, outputs=poll_outputs, api_name=False,
+                                                   show_progress="hidden")
+    stop_btn.click(stop, inputs=job_state, outputs=None, api_name=f"{kid}_stop").then(
+        follow, inputs=job_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
+    timer.tick(tick, inputs=job_state, outputs=poll_outputs, show_progress="hidden", api_name=False)
+
     def refresh_datasets():
         """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
         from app.tabs.datasets import dataset_choices
@@ -255,7 +400,8 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
     dataset_descs = [d for d in descs if d.get("dataset_kind")]
     return {"fields": fields, "launch_inputs": launch_inputs, "command": command, "preview": preview,
             "all_inputs": all_inputs, "descs": descs, "job_state": job_state, "refresh_datasets": refresh_datasets,
-            "dataset_fields": [fields[d["name"]] for d in dataset_descs]}
+            "dataset_fields": [fields[d["name"]] for d in dataset_descs], "timer": timer,
+            "follow": (follow, [job_state], poll_outputs)}
 
 
 def _to_widget_value(d: dict, v):
