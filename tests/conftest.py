@@ -157,6 +157,33 @@ def demo_adapter(demo_sft_run) -> Path:
     return demo_sft_run.run / "output"
 
 
+def build_tiny_lm(src: Path, out: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A randomly initialised Llama causal LM (hidden 64, 2 layers, ≈3.2M params, mostly the 49k-token
+    embedding) with the bundled SmolLM2 tokenizer and chat template, saved with save_pretrained."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(src))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=2048, tie_word_embeddings=True,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(prepared_data_dir, tmp_path_factory) -> Path:
+    """A tiny random causal LM folder (Llama, hidden 64, 2 layers, the bundled SmolLM2 tokenizer with its chat
+    template): trains in milliseconds per step, so engine/stop/resume tests take seconds. It learns nothing
+    useful; use it where the plumbing is under test, not the model."""
+    return build_tiny_lm(prepared_data_dir / "models" / "smollm2-135m-instruct", tmp_path_factory.mktemp("tiny-lm"))
+
+
 @pytest.fixture(scope="session")
 def tiny_reward_model(prepared_data_dir, tmp_path_factory) -> Path:
     """SmolLM2 with a one-label classification head (random head): proves the reward plumbing, not taste."""
