@@ -165,7 +165,8 @@ def build_trainer(cfg: DPOArgs, r: Resolved, *, callbacks: list | None = None, l
     log(f"data: {', '.join(p.name for p in r.datasets)}: {len(train_ds)} train / "
         f"{len(eval_ds) if has_eval else 0} eval pairs (template {cfg.template}, algorithm {cfg.algorithm})")
     common = dict(**trainer_lib.training_kwargs(cfg, r, has_eval=has_eval), max_length=cfg.max_seq_len,
-                  beta=cfg.beta, pad_to_multiple_of=None, disable_dropout=True)
+                  beta=cfg.beta, pad_to_multiple_of=None, disable_dropout=True,
+                  include_num_input_tokens_seen="non_padding")
     if cfg.algorithm == "kto":
         train_ds, eval_ds = unpair(train_ds), unpair(eval_ds) if has_eval else None
         args = trl.KTOConfig(**common, loss_type="kto" if cfg.loss_type == "sigmoid" else cfg.loss_type)
