@@ -269,11 +269,13 @@ def merged_causal_lm(model: str, adapter: str, dtype: str = "fp32"):
     return PeftModel.from_pretrained(base, adapter).merge_and_unload()
 
 
-def load_reward_model(r: Resolved, dtype: str = "fp32"):
-    """The 1-label sequence-classification model on the start model (an SFT adapter merged in first)."""
+def load_reward_model(r: Resolved, dtype: str = "fp32", seed: int = 1234):
+    """The 1-label sequence-classification model on the start model (an SFT adapter merged in first); the new
+    score head is initialised from `seed`."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    torch.manual_seed(seed)
     model = AutoModelForSequenceClassification.from_pretrained(r.model, num_labels=1,
                                                                dtype=modeling.torch_dtype(dtype))
     if r.adapter:  # the merged SFT weights replace the base's; the score head stays new
@@ -287,7 +289,6 @@ def load_reward_model(r: Resolved, dtype: str = "fp32"):
         del merged
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False
-    torch.manual_seed(0)
     return model
 
 
@@ -324,7 +325,7 @@ def build_trainer(cfg: RewardArgs, r: Resolved, *, callbacks: list | None = None
     args = trl.RewardConfig(**trainer_lib.training_kwargs(cfg, r, has_eval=has_eval),
                             max_length=cfg.max_seq_len, pad_to_multiple_of=None, disable_dropout=True,
                             include_num_input_tokens_seen="non_padding")
-    model = load_reward_model(r, trainer_lib.weights_dtype(cfg, r))
+    model = load_reward_model(r, trainer_lib.weights_dtype(cfg, r), cfg.seed)
     peft = trainer_lib.peft_config(cfg, task_type="SEQ_CLS", modules_to_save=["score"])
     trainer = _reward_trainer_class()(model=model, args=args, train_dataset=train_ds,
                                       eval_dataset=eval_ds if has_eval else None, processing_class=tokenizer,
