@@ -106,3 +106,32 @@ def test_demo_recipe_learns_the_preference_on_smollm2(studio_data_dir):
     assert m["eval_accuracy"] >= 0.85 and m["eval_accuracy"] > m["first_eval_accuracy"]
     assert m["eval_margin"] > m["first_eval_margin"] + 1.0
     assert m["eval_chosen_score"] > m["eval_rejected_score"]
+
+
+def test_sigterm_stops_with_a_checkpoint_then_latest_resumes(tiny_lm, studio_data_dir):
+    """Through the runner: SIGTERM -> checkpoint + end line "stopped" + exit 143; `latest` continues from it."""
+    import signal
+
+    base = [sys.executable, "-m", "backends.reward", "--model_name_or_path", str(tiny_lm), "--data_dir",
+            str(studio_data_dir), "--run_dir", "runs/rm-stop", "--max_seq_len", "128", "--eval_ratio", "0",
+            "--logging_steps", "1", "--save_steps", "100000", "--per_device_train_batch_size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*base, "--max_steps", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 143, rest[-2000:]
+    run = studio_data_dir / "runs/rm-stop"
+    ckpts = sorted(run.glob("checkpoints/checkpoint-*"))
+    assert len(ckpts) == 1 and (ckpts[0] / "trainer_state.json").is_file()
+    stopped_at = int(ckpts[0].name.split("-")[1])
+    assert read_metrics(run / "metrics.jsonl")[-1]["status"] == "stopped"
+    again = subprocess.run([*base, "--max_steps", str(stopped_at + 2), "--resume_from_checkpoint", "latest"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    recs = read_metrics(run / "metrics.jsonl")
+    assert recs[-1]["status"] == "completed" and recs[-1]["step"] == stopped_at + 2
+    assert json.loads((run / "output/studio.json").read_text())["status"] == "completed"
