@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -102,3 +103,27 @@ def test_demo_recipe_from_the_demo_sft_adapter_learns_the_preference(demo_adapte
         import shutil
 
         shutil.rmtree(prepared_data_dir / run, ignore_errors=True)
+
+
+def test_sft_then_reward_and_dpo_jobs_through_the_engine(engine, studio_data_dir, tiny_lm):
+    """engine.submit("reward"/"dpo") with `job:<id>` of a finished SFT job: the path the pipeline takes."""
+    from app.jobs import LaunchSpec
+    from backends.infer import chat
+    from conftest import wait_for
+
+    spec = LaunchSpec(launcher="python", preset="cpu")
+    small = dict(max_seq_len=128, logging_steps=1, save_steps=100, per_device_eval_batch_size=10)
+
+    def run(kind, **cfg):
+        job_id = engine.submit(kind, {"data_dir": str(studio_data_dir), **small, **cfg}, spec)
+        job = wait_for(lambda: (j := engine.get(job_id))["status"] not in ("queued", "running") and j, 300,
+                       interval=1.0, what=f"{kind} job {job_id}")
+        assert job["status"] == "succeeded", f"{job['error']}\n{engine.read_log_tail(job_id)[-3000:]}"
+        return job_id, Path(job["run_dir"]) / "output"
+
+    sft_id, _ = run("sft", model_name_or_path=str(tiny_lm), max_steps=2, eval_ratio=0)
+    _, rm_out = run("reward", model_name_or_path=f"job:{sft_id}", max_steps=2, eval_ratio=0.05)
+    assert chat.is_reward_model(rm_out) and json.loads((rm_out / "studio.json").read_text())["kind"] == "reward"
+    _, dpo_out = run("dpo", model_name_or_path=f"job:{sft_id}", max_steps=2, eval_ratio=0.05)
+    assert json.loads((dpo_out / "studio.json").read_text())["kind"] == "dpo"
+    assert (dpo_out / "adapter_config.json").is_file()
