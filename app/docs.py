@@ -25,10 +25,21 @@ def catalog_table() -> str:
     return "\n".join(rows)
 
 
-def blocks() -> dict[str, str]:
-    from backends import sft
+def schemas() -> dict[str, type]:
+    """Every job kind whose backend module exists -> its schema (the module's SCHEMA dataclass)."""
+    import importlib
+    import importlib.util
 
-    return {"options:sft": cfgmod.markdown_table(sft.SFTArgs), "catalog": catalog_table()}
+    from app.jobs.launcher import KIND_MODULES
+
+    return {kind: importlib.import_module(mod).SCHEMA for kind, mod in KIND_MODULES.items()
+            if importlib.util.find_spec(mod) is not None}
+
+
+def blocks() -> dict[str, str]:
+    out = {f"options:{kind}": cfgmod.markdown_table(schema) for kind, schema in schemas().items()}
+    out["catalog"] = catalog_table()
+    return out
 
 
 def render(text: str) -> str:

@@ -34,23 +34,21 @@ from typing import Any
 
 from backends.common import config as cfglib
 from backends.common import data as datalib
-from backends.common import modeling, paths
+from backends.common import modeling, runner
 from backends.common.errors import FieldError
 
 KIND = "ab_eval"
 TEMPLATE_CHOICES = ["auto", *datalib.TEMPLATES]
-MAX_NEW_TOKENS_LIMIT = 4096  # the chat core's limit (backends.infer.chat.MAX_NEW_TOKENS_LIMIT)
 WINNERS = ("A", "B", "tie", "")
 RESULT_COLUMNS = ["prompt", "answer_a", "answer_b", "reward_a", "reward_b", "winner"]
 NEEDS_REWARD = "win rates need a reward model: set reward_model to a one-label sequence-classification folder"
 
 
-def _m(group: str, label: str, label_zh: str, help: str, help_zh: str, **extra: Any) -> dict[str, Any]:
-    return {"group": group, "label": label, "label_zh": label_zh, "help": help, "help_zh": help_zh, **extra}
+_m = cfglib.meta
 
 
 @dataclass
-class ABEvalArgs:
+class ABEvalArgs(cfglib.GenerationFields, cfglib.JobFields):
     """Options of the A/B evaluation backend: one declaration for the CLI, config.yaml, the UI form and the README."""
 
     # ---------------------------------------------------------------------------------------- model
@@ -95,31 +93,7 @@ class ABEvalArgs:
         "the model's chat template; chat; dschat = `Human: …\\n\\nAssistant:`; plain.",
         "两侧使用同一模板。auto = 微调结果训练时的模板（见其 studio.json），否则用模型自带的对话模板；chat；"
         "dschat = `Human: …\\n\\nAssistant:`；plain。", choices=TEMPLATE_CHOICES))
-    # ------------------------------------------------------------------------------- generation
-    max_new_tokens: int = field(default=64, metadata=_m(
-        "training", "Max new tokens", "最大生成 token 数", "Length limit of each answer.", "每个回答的长度上限。",
-        min=1, max=MAX_NEW_TOKENS_LIMIT))
-    do_sample: bool = field(default=False, metadata=_m(
-        "training", "Sample", "采样",
-        "Off = greedy (repeatable, what DeepSpeed-Chat's prompt_eval does by default); on = sample with the "
-        "temperature / top-p / top-k below, from the seed.",
-        "关闭 = 贪心解码（可复现，DeepSpeed-Chat 的 prompt_eval 默认方式）；开启 = 按下面的温度 / top-p / top-k 从种子开始采样。"))
-    temperature: float = field(default=0.7, metadata=_m(
-        "training", "Temperature", "温度", "Sampling temperature (only with Sample).", "采样温度（仅在采样时生效）。",
-        min=0, min_exclusive=True, max=5))
-    top_p: float = field(default=0.9, metadata=_m(
-        "training", "Top-p", "Top-p", "Nucleus sampling: keep the smallest set of tokens with this total "
-        "probability (only with Sample).", "核采样：保留累计概率达到此值的最小 token 集合（仅在采样时生效）。",
-        min=0, min_exclusive=True, max=1))
-    top_k: int = field(default=50, metadata=_m(
-        "training", "Top-k", "Top-k", "Sample among the k most likely tokens; 0 = no limit (only with Sample).",
-        "只在概率最高的 k 个 token 中采样；0 = 不限制（仅在采样时生效）。", min=0, max=1_000_000))
-    repetition_penalty: float = field(default=1.0, metadata=_m(
-        "training", "Repetition penalty", "重复惩罚", "> 1 discourages repeating tokens (1 = off).",
-        "大于 1 时抑制重复 token（1 = 关闭）。", min=0.5, max=3))
-    seed: int = field(default=1234, metadata=_m(
-        "training", "Seed", "随机种子", "Seed set before each prompt's answers (sampling only).",
-        "每个提示生成前设置的随机种子（仅影响采样）。", min=0, max=2**31 - 1))
+    # generation (max_new_tokens, sampling, seed) and the engine-owned fields: inherited (backends/common/config.py)
     # ------------------------------------------------------------------------------------- scoring
     tie_margin: float = field(default=0.0, metadata=_m(
         "output", "Tie margin", "平局阈值",
@@ -133,27 +107,9 @@ class ABEvalArgs:
     bootstrap_seed: int = field(default=0, metadata=_m(
         "output", "Bootstrap seed", "自助抽样种子", "Seed of the resampling (same seed, same intervals).",
         "重抽样的随机种子（种子相同，区间相同）。", min=0, max=2**32 - 1))
-    # ------------------------------------------------------------------------- engine-owned fields
-    deepspeed: str = field(default="", metadata=_m(
-        "launcher", "DeepSpeed config", "DeepSpeed 配置",
-        "Not used: the evaluation runs in one process without DeepSpeed (keep empty).",
-        "不使用：评测在单个进程中运行，不用 DeepSpeed（保持为空）。", widget="file"))
-    run_dir: str = field(default="runs/manual-ab-eval", metadata=_m(
-        "output", "Run folder", "运行目录",
-        "Where metrics.jsonl and output/ go; relative to the data dir when one is set.",
-        "metrics.jsonl 和 output/ 的存放目录；设置了数据目录时相对于数据目录。", widget="dir"))
-    resume_from_checkpoint: str = field(default="", metadata=_m(
-        "output", "Resume from", "从检查点恢复",
-        "Not used by the evaluation (it keeps no checkpoints; re-run instead).",
-        "评测不使用（没有检查点，请重新运行）。"))
-    recipe: str = field(default="", metadata=_m(
-        "output", "Recipe", "配方", "Name of the recipe these options started from (recorded in studio.json).",
-        "这些选项来源的配方名称（记录在 studio.json 中）。"))
-    data_dir: str = field(default="", metadata=_m(
-        "output", "Data dir", "数据目录",
-        "The studio's data dir (bundled models, datasets, runs); set by the studio. When set, run_dir must be "
-        "inside it.", "工作室的数据目录（内置模型、数据集、运行记录），由工作室设置；设置后 run_dir 必须在其中。",
-        widget="dir"))
+
+
+SCHEMA = ABEvalArgs  # the one declaration of this kind's options (app/docs.py, the tabs read it)
 
 
 # ------------------------------------------------------------------------------------- resolving
@@ -171,9 +127,7 @@ class Resolved:
 
 
 def _ensure_args(cfg: ABEvalArgs | dict) -> ABEvalArgs:
-    if isinstance(cfg, ABEvalArgs):
-        return cfglib.validate_fields(cfg)
-    return cfglib.from_dict(ABEvalArgs, cfg)
+    return runner.ensure_args(ABEvalArgs, cfg)
 
 
 
@@ -185,9 +139,7 @@ def _ensure_args(cfg: ABEvalArgs | dict) -> ABEvalArgs:
 def settings_of(cfg: ABEvalArgs):
     from backends.infer import chat
 
-    return chat.GenSettings(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample,
-                            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                            repetition_penalty=cfg.repetition_penalty, seed=cfg.seed).validated()
+    return chat.GenSettings(**{n: getattr(cfg, n) for n in cfglib.field_names(cfglib.GenerationFields)}).validated()
 
 
 def load_prompts(cfg: ABEvalArgs, data_dir: Path | None) -> tuple[list[str], str]:
@@ -224,16 +176,11 @@ def resolve(cfg: ABEvalArgs) -> Resolved:
     """Check every option against the files it names (cheap: config.json files and the prompts file only)."""
     from backends.infer import chat
 
-    dd = Path(cfg.data_dir).expanduser().resolve() if cfg.data_dir else None
-    if dd is not None and not dd.is_dir():
-        raise FieldError("data_dir", f"folder not found: {cfg.data_dir}")
-    run_dir = paths.run_dir_of(cfg.run_dir, cfg.data_dir, "runs/manual-ab-eval")
-    if dd is not None and not paths.inside(run_dir, dd):
-        raise FieldError("run_dir", f"{run_dir} is outside the data dir {dd}; use a path inside it "
-                                    "(e.g. runs/<name>)")
     if cfg.deepspeed:
         raise FieldError("deepspeed", "A/B evaluation runs in one process without DeepSpeed: choose no ZeRO stage "
                                       "(the python launcher, cpu preset)")
+    job = runner.resolve_job(cfg, "ab-eval", checkpoints=False)
+    dd, run_dir = job.data_dir, job.run_dir
 
     base = chat.resolve_side(cfg.base_model, dd, field="base_model")
     if base.kind != "model":
@@ -551,20 +498,16 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------- CLI
+DESCRIPTION = "Batch A/B evaluation: base vs fine-tuned answers, judged by a reward model."
+
+
 def parse_args(argv: list[str] | None = None) -> ABEvalArgs:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    return cfglib.parse_cli(ABEvalArgs, argv, kind=KIND, prog="python -m backends.ab_eval",
-                            description="Batch A/B evaluation: base vs fine-tuned answers, judged by a reward model.")
+    return runner.parse_args(ABEvalArgs, argv, kind=KIND, description=DESCRIPTION)
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        cfg = parse_args(argv)
-        rec = evaluate(cfg)
-    except FieldError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        return 2
-    return int(rec.get("exit_code", 0))
+    return runner.main(KIND, ABEvalArgs, lambda cfg, job: evaluate(cfg), argv, description=DESCRIPTION,
+                       checkpoints=False)
 
 
 if __name__ == "__main__":
@@ -573,6 +516,7 @@ if __name__ == "__main__":
 
 __all__ = [
     "KIND",
+    "SCHEMA",
     "ABEvalArgs",
     "evaluate",
     "load_prompts",

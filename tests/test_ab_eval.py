@@ -85,12 +85,16 @@ def test_descriptors_have_en_zh_labels_and_engine_fields():
     names = [d["name"] for d in descs]
     for required in ("base_model", "finetuned", "reward_model", "prompts", "prompt_column", "prompt_lines",
                      "max_prompts", "template", "max_new_tokens", "do_sample", "temperature", "top_p", "top_k",
-                     "repetition_penalty", "seed", "tie_margin", "bootstrap_samples", "bootstrap_seed",
-                     "run_dir", "data_dir", "recipe", "deepspeed", "resume_from_checkpoint"):
+                     "repetition_penalty", "seed", "tie_margin", "bootstrap_samples", "bootstrap_seed"):
         assert required in names, required
     from app.tabs.training import ENGINE_FIELDS
 
-    assert ENGINE_FIELDS <= set(names)  # what engine.submit writes into config.yaml is accepted
+    # the engine-owned fields are the one JobFields declaration, inherited (not a copy)
+    assert issubclass(ABEvalArgs, C.JobFields) and issubclass(ABEvalArgs, C.GenerationFields)
+    assert set(C.field_names(C.JobFields)) <= set(names)
+    job = {d["name"]: d for d in C.field_descriptors(C.JobFields)}
+    assert all(d == job[d["name"]] for d in descs if d["name"] in job)
+    assert ENGINE_FIELDS <= set(C.field_names(C.JobFields))  # what engine.submit writes into config.yaml is accepted
     for d in descs:
         assert d["group"] in C.GROUPS and d["label"] and d["label_zh"] and d["help"] and d["help_zh"], d
     by = {d["name"]: d for d in descs}

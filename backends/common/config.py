@@ -22,6 +22,14 @@ From that one declaration this module gives:
 - :func:`field_descriptors` -- a list of plain dicts the UI builds its form from (and the README its table,
   see :func:`markdown_table`);
 - :func:`to_dict` / :func:`to_yaml` -- the instance back to a ``config.yaml``.
+
+Shared field groups (declared once here, inherited by every schema the way TRL's configs inherit
+``TrainingArguments``): :class:`JobFields` (what the job engine owns: deepspeed, run_dir, resume_from_checkpoint,
+recipe, data_dir), :class:`TrainingFields` (epochs, steps, batch sizes, optimiser, schedule, precision, logging /
+eval / save intervals, seed), :class:`LoraFields` and :class:`GenerationFields` (max_new_tokens, sampling; seed).
+A schema is ``@dataclass class XArgs(TrainingFields, LoraFields, JobFields)`` plus its own model/data fields;
+:func:`redefault` changes an inherited field's default (and help) without re-declaring it. Field order (form,
+README table, config.yaml) is by :data:`GROUPS`, then declaration order, whatever the inheritance order.
 """
 from __future__ import annotations
 
@@ -49,6 +57,11 @@ _FALSE = {"false", "no", "n", "off", "0"}
 
 
 # ----------------------------------------------------------------------------------------------- types
+def meta(group: str, label: str, label_zh: str, help: str, help_zh: str, **extra: Any) -> dict[str, Any]:
+    """The metadata of one schema field: its group, en/zh label and help, and any extra keys (min, choices, ...)."""
+    return {"group": group, "label": label, "label_zh": label_zh, "help": help, "help_zh": help_zh, **extra}
+
+
 def _is_dataclass_type(cls) -> bool:
     return isinstance(cls, type) and dataclasses.is_dataclass(cls)
 
@@ -225,8 +238,17 @@ class _FieldShim:
 
 
 # ------------------------------------------------------------------------------------- dict <-> instance
+def ordered_fields(cls) -> list[dataclasses.Field]:
+    """The init fields of `cls` by GROUPS order, the engine-owned JobFields last within their group, then
+    declaration order (a dataclass lists inherited fields first; this puts model and data fields first again)."""
+    fs = [f for f in dataclasses.fields(cls) if f.init]
+    rank = {g: i for i, g in enumerate(GROUPS)}
+    job = {f.name for f in dataclasses.fields(JobFields)}
+    return sorted(fs, key=lambda f: (rank.get(f.metadata.get("group", "training"), len(GROUPS)), f.name in job))
+
+
 def field_names(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls) if f.init]
+    return [f.name for f in ordered_fields(cls)]
 
 
 def from_dict(cls, data: Mapping[str, Any] | None, *, source: str = "config") -> Any:
@@ -257,7 +279,7 @@ def _close_matches(key: str, names: Iterable[str]) -> str:
 
 
 def to_dict(instance: Any) -> dict[str, Any]:
-    return {f.name: getattr(instance, f.name) for f in dataclasses.fields(instance) if f.init}
+    return {f.name: getattr(instance, f.name) for f in ordered_fields(type(instance))}
 
 
 def to_yaml(instance: Any, *, header: str | None = None) -> str:
@@ -390,9 +412,7 @@ def field_descriptors(cls) -> list[dict[str, Any]]:
     """
     hints = _hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
+    for f in ordered_fields(cls):
         tp, nullable = _base_type(hints[f.name])
         meta = dict(f.metadata)
         d = {
@@ -440,3 +460,160 @@ def groups(cls) -> dict[str, list[str]]:
     for d in field_descriptors(cls):
         out.setdefault(d["group"], []).append(d["name"])
     return out
+
+
+# ------------------------------------------------------------------------------ shared field groups
+def redefault(group_cls: type, name: str, default: Any, **meta_overrides: Any) -> Any:
+    """An inherited field with another default (and optionally other metadata), for a schema's class body::
+
+        learning_rate: float = redefault(TrainingFields, "learning_rate", 5e-5)
+    """
+    f = {x.name: x for x in dataclasses.fields(group_cls)}[name]
+    return dataclasses.field(default=default, metadata={**f.metadata, **meta_overrides})
+
+
+MAX_NEW_TOKENS_LIMIT = 4096  # the longest answer any inference tool generates
+
+
+@dataclasses.dataclass
+class JobFields:
+    """Fields the job engine owns and writes into every job's config.yaml (not shown in a tab's form)."""
+
+    deepspeed: str = dataclasses.field(default="", metadata=meta(
+        "launcher", "DeepSpeed config", "DeepSpeed 配置",
+        "Path of a DeepSpeed JSON (presets/deepspeed/zero2.json, …); empty = no DeepSpeed. Programs that run in "
+        "one process (A/B evaluation) refuse it.",
+        "DeepSpeed JSON 配置路径（presets/deepspeed/zero2.json 等）；留空表示不用 DeepSpeed。单进程程序（A/B 评测）不接受。",
+        widget="file"))
+    run_dir: str = dataclasses.field(default="", metadata=meta(
+        "output", "Run folder", "运行目录",
+        "Where metrics.jsonl, checkpoints/ and output/ go; relative to the data dir when one is set. "
+        "Empty = runs/manual-<kind>.",
+        "metrics.jsonl、checkpoints/ 和 output/ 的存放目录；设置了数据目录时相对于数据目录。留空 = runs/manual-<类型>。",
+        widget="dir"))
+    resume_from_checkpoint: str = dataclasses.field(default="", metadata=meta(
+        "output", "Resume from", "从检查点恢复",
+        "Empty = start fresh; `latest` = the newest complete checkpoint in run_dir/checkpoints; or a checkpoint "
+        "folder. Programs without checkpoints (A/B evaluation) ignore it.",
+        "留空 = 从头开始；`latest` = run_dir/checkpoints 中最新的完整检查点；也可填检查点目录。没有检查点的程序（A/B 评测）忽略此项。"))
+    recipe: str = dataclasses.field(default="", metadata=meta(
+        "output", "Recipe", "配方", "Name of the recipe these options started from (recorded in studio.json).",
+        "这些选项来源的配方名称（记录在 studio.json 中）。"))
+    data_dir: str = dataclasses.field(default="", metadata=meta(
+        "output", "Data dir", "数据目录",
+        "The studio's data dir (bundled models, datasets, runs); set by the studio. When set, run_dir must be "
+        "inside it.", "工作室的数据目录（内置模型、数据集、运行记录），由工作室设置；设置后 run_dir 必须在其中。",
+        widget="dir"))
+
+
+@dataclasses.dataclass
+class TrainingFields:
+    """Optimiser, schedule, batch, precision and the logging / eval / checkpoint intervals of a Trainer recipe."""
+
+    num_train_epochs: float = dataclasses.field(default=1.0, metadata=meta(
+        "training", "Epochs", "训练轮数", "Passes over the training rows (ignored when max_steps > 0).",
+        "遍历训练数据的轮数（max_steps > 0 时忽略）。", min=0, min_exclusive=True, max=1000))
+    max_steps: int = dataclasses.field(default=-1, metadata=meta(
+        "training", "Max steps", "最大步数", "Optimizer steps to run; -1 = use the epochs.",
+        "优化器更新步数；-1 表示按轮数训练。", min=1, max=10_000_000, allow=[-1]))
+    per_device_train_batch_size: int = dataclasses.field(default=4, metadata=meta(
+        "training", "Batch size per device", "每设备批大小", "Training samples per process and step.",
+        "每个进程每步的训练样本数。", min=1, max=4096))
+    per_device_eval_batch_size: int = dataclasses.field(default=4, metadata=meta(
+        "training", "Eval batch size per device", "每设备验证批大小", "Eval samples per process and forward.",
+        "每个进程每次前向的验证样本数。", min=1, max=4096))
+    gradient_accumulation_steps: int = dataclasses.field(default=1, metadata=meta(
+        "training", "Gradient accumulation", "梯度累积步数",
+        "Micro-batches summed before each optimizer step (global batch = batch × this × processes).",
+        "每次优化器更新前累积的微批次数（全局批大小 = 批大小 × 此值 × 进程数）。", min=1, max=4096))
+    learning_rate: float = dataclasses.field(default=2e-4, metadata=meta(
+        "training", "Learning rate", "学习率",
+        "Peak learning rate of AdamW (LoRA ≈ 1e-4…1e-3, full fine-tuning ≈ 1e-5).",
+        "AdamW 的峰值学习率（LoRA 约 1e-4…1e-3，全参数微调约 1e-5）。", min=0, min_exclusive=True, max=1))
+    weight_decay: float = dataclasses.field(default=0.0, metadata=meta(
+        "training", "Weight decay", "权重衰减", "AdamW weight decay.", "AdamW 权重衰减。", min=0, max=1))
+    lr_scheduler_type: str = dataclasses.field(default="cosine", metadata=meta(
+        "training", "LR schedule", "学习率调度", "How the learning rate changes after warm-up.",
+        "预热之后学习率的变化方式。",
+        choices=["cosine", "linear", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial"]))
+    warmup_steps: int = dataclasses.field(default=0, metadata=meta(
+        "training", "Warm-up steps", "预热步数", "Steps of linear warm-up from 0 to the learning rate.",
+        "学习率从 0 线性升到设定值的步数。", min=0, max=10_000_000))
+    max_grad_norm: float = dataclasses.field(default=1.0, metadata=meta(
+        "training", "Gradient clipping", "梯度裁剪", "Clip the gradient norm to this value (0 = off).",
+        "把梯度范数裁剪到此值（0 = 不裁剪）。", min=0, max=1e6))
+    seed: int = dataclasses.field(default=1234, metadata=meta(
+        "training", "Seed", "随机种子", "Seed for the data split, shuffling and LoRA initialisation.",
+        "用于数据划分、打乱和 LoRA 初始化的随机种子。", min=0, max=2**31 - 1))
+    precision: str = dataclasses.field(default="fp32", metadata=meta(
+        "training", "Precision", "精度",
+        "fp32 on CPU; bf16 (Ampere+ GPUs) or fp16 (older GPUs) mixed precision.",
+        "CPU 上用 fp32；GPU 上可用 bf16（Ampere 及更新）或 fp16（较旧 GPU）混合精度。",
+        choices=["fp32", "bf16", "fp16"]))
+    gradient_checkpointing: bool = dataclasses.field(default=False, metadata=meta(
+        "training", "Gradient checkpointing", "梯度检查点",
+        "Recompute activations in the backward pass: less memory, ~20-30% slower.",
+        "反向传播时重算激活：更省显存，约慢 20–30%。"))
+    logging_steps: int = dataclasses.field(default=5, metadata=meta(
+        "output", "Log every", "日志间隔", "Write a metrics line every N steps (step 1 is always logged).",
+        "每 N 步写一行指标（第 1 步总会记录）。", min=1, max=1_000_000))
+    eval_steps: int = dataclasses.field(default=50, metadata=meta(
+        "output", "Evaluate every", "评估间隔", "Evaluate every N steps (and before the first and after the "
+        "last step).", "每 N 步评估一次（训练前和最后一步后也会评估）。", min=1, max=1_000_000))
+    save_steps: int = dataclasses.field(default=100, metadata=meta(
+        "output", "Checkpoint every", "检查点间隔", "Save a resumable checkpoint every N steps.",
+        "每 N 步保存一个可恢复的检查点。", min=1, max=1_000_000))
+    save_total_limit: int = dataclasses.field(default=2, metadata=meta(
+        "output", "Checkpoints kept", "保留检查点数", "Keep only the newest N checkpoints (0 = keep all).",
+        "只保留最新的 N 个检查点（0 = 全部保留）。", min=0, max=10_000))
+
+
+@dataclasses.dataclass
+class LoraFields:
+    """A LoRA adapter (peft) instead of training every weight."""
+
+    use_lora: bool = dataclasses.field(default=True, metadata=meta(
+        "lora", "LoRA", "LoRA",
+        "Train a small low-rank adapter instead of all weights (the output is a PEFT adapter).",
+        "只训练小型低秩适配器而非全部权重（输出为 PEFT 适配器）。"))
+    lora_r: int = dataclasses.field(default=8, metadata=meta(
+        "lora", "LoRA rank", "LoRA 秩", "Rank of the adapter matrices.", "适配器矩阵的秩。", min=1, max=1024))
+    lora_alpha: int = dataclasses.field(default=16, metadata=meta(
+        "lora", "LoRA alpha", "LoRA alpha", "Scaling of the adapter (effective scale alpha / r).",
+        "适配器缩放系数（实际缩放为 alpha / r）。", min=1, max=4096))
+    lora_dropout: float = dataclasses.field(default=0.05, metadata=meta(
+        "lora", "LoRA dropout", "LoRA dropout", "Dropout on the adapter input.", "适配器输入上的 dropout。",
+        min=0, max=1, max_exclusive=True))
+    lora_target_modules: str = dataclasses.field(default="q_proj,k_proj,v_proj,o_proj", metadata=meta(
+        "lora", "LoRA target modules", "LoRA 目标模块",
+        "Comma-separated linear layers to adapt (OPT: q_proj,k_proj,v_proj,out_proj), or all-linear.",
+        "要加适配器的线性层，逗号分隔（OPT 为 q_proj,k_proj,v_proj,out_proj），或 all-linear。"))
+
+
+@dataclasses.dataclass
+class GenerationFields:
+    """How an answer is generated: the chat page, the A/B evaluation and every inference tool's CLI."""
+
+    max_new_tokens: int = dataclasses.field(default=128, metadata=meta(
+        "training", "Max new tokens", "最大生成 token 数", "Length limit of each answer.", "每个回答的长度上限。",
+        min=1, max=MAX_NEW_TOKENS_LIMIT))
+    do_sample: bool = dataclasses.field(default=False, metadata=meta(
+        "training", "Sample", "采样",
+        "Off = greedy (repeatable, what DeepSpeed-Chat's prompt_eval does by default); on = sample with the "
+        "temperature / top-p / top-k below, from the seed.",
+        "关闭 = 贪心解码（可复现，DeepSpeed-Chat 的 prompt_eval 默认方式）；开启 = 按下面的温度 / top-p / top-k 从种子开始采样。"))
+    temperature: float = dataclasses.field(default=0.7, metadata=meta(
+        "training", "Temperature", "温度", "Sampling temperature (only with Sample).", "采样温度（仅在采样时生效）。",
+        min=0, min_exclusive=True, max=5))
+    top_p: float = dataclasses.field(default=0.9, metadata=meta(
+        "training", "Top-p", "Top-p", "Nucleus sampling: keep the smallest set of tokens with this total "
+        "probability (only with Sample).", "核采样：保留累计概率达到此值的最小 token 集合（仅在采样时生效）。",
+        min=0, min_exclusive=True, max=1))
+    top_k: int = dataclasses.field(default=50, metadata=meta(
+        "training", "Top-k", "Top-k", "Sample among the k most likely tokens; 0 = no limit (only with Sample).",
+        "只在概率最高的 k 个 token 中采样；0 = 不限制（仅在采样时生效）。", min=0, max=1_000_000))
+    repetition_penalty: float = dataclasses.field(default=1.0, metadata=meta(
+        "training", "Repetition penalty", "重复惩罚", "> 1 discourages repeating tokens (1 = off).",
+        "大于 1 时抑制重复 token（1 = 关闭）。", min=0.5, max=3))
+    seed: int = redefault(TrainingFields, "seed", 1234, help="Seed set before each answer (sampling only).",
+                          help_zh="每次生成前设置的随机种子（仅影响采样）。")

@@ -42,12 +42,17 @@ def resolve_model(value: str, data_dir: str | os.PathLike | None = None, *,
                   field: str = "model_name_or_path") -> str:
     """A local folder path (as str) or a hub id.
 
-    `bundled:smollm2` -> `<data-dir>/models/smollm2-135m-instruct`; a relative path is tried against the
-    working dir, then `<data-dir>/models`, then the project root; `org/name` that is no local folder is a hub id.
+    `bundled:smollm2` -> `<data-dir>/models/smollm2-135m-instruct`; `job:<id>` -> that job's output folder
+    `<data-dir>/runs/<id>/output` (needs the data dir); a relative path is tried against the working dir, then
+    `<data-dir>/models`, then the project root; `org/name` that is no local folder is a hub id.
     """
     v = str(value or "").strip()
     if not v:
         raise FieldError(field, "is empty: give a model folder (with config.json), bundled:smollm2 or a hub id")
+    if v.startswith("job:"):
+        if not data_dir:
+            raise FieldError(field, f"{v} names a job: it needs the data dir (--data_dir) the job ran in")
+        return str(job_output(v, data_dir, field=field))
     if v.startswith("bundled:"):
         name = v.split(":", 1)[1]
         if name not in BUNDLED_MODELS:

@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from backends.common import config as cfglib
 from backends.common import data as datalib
 from backends.common import modeling, paths
 from backends.common.errors import FieldError
 
-MAX_NEW_TOKENS_LIMIT = 4096
+MAX_NEW_TOKENS_LIMIT = cfglib.MAX_NEW_TOKENS_LIMIT
 CACHE_SIZE = 3
 STREAM_INTERVAL = 0.05  # seconds between pane updates at most (20 per second)
 
@@ -198,29 +199,14 @@ CACHE = ModelCache()
 
 
 # ------------------------------------------------------------------------------------ settings
-@dataclass(frozen=True)
-class GenSettings:
-    max_new_tokens: int = 128
-    do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.0
-    seed: int = 1234
+@dataclass
+class GenSettings(cfglib.GenerationFields):
+    """The generation fields (declared once in backends/common/config.py GenerationFields) plus how they go
+    to `generate()`."""
 
     def validated(self) -> GenSettings:
-        if not isinstance(self.max_new_tokens, int) or not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
-            raise FieldError("max_new_tokens", f"must be a whole number from 1 to {MAX_NEW_TOKENS_LIMIT}, "
-                                               f"got {self.max_new_tokens!r}")
-        if self.do_sample and not 0 < self.temperature <= 5:
-            raise FieldError("temperature", f"must be in (0, 5], got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise FieldError("top_p", f"must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise FieldError("top_k", f"must be a whole number >= 0, got {self.top_k!r}")
-        if not 0.5 <= self.repetition_penalty <= 3:
-            raise FieldError("repetition_penalty", f"must be in [0.5, 3], got {self.repetition_penalty!r}")
-        return self
+        """Coerce and range-check every field (FieldError naming it); returns self."""
+        return cfglib.validate_fields(self)
 
     def generate_kwargs(self) -> dict:
         kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,

@@ -1,0 +1,137 @@
+"""Reward model backend (DeepSpeed-Chat step 2): engine-level on the tiny random LM, one acceptance run on SmolLM2."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from backends import reward, sft
+from backends.common.errors import FieldError
+from backends.common.metrics import read_metrics
+from conftest import ROOT
+
+RM_RECIPE = ROOT / "presets" / "recipes" / "cpu-demo-smollm2-rm.yaml"
+
+
+def _cfg(model, dd, run, **kw):
+    base = dict(model_name_or_path=str(model), data_dir=str(dd), run_dir=run, max_steps=3, eval_steps=2,
+                logging_steps=1, max_seq_len=128, per_device_train_batch_size=4, per_device_eval_batch_size=10,
+                save_steps=100, learning_rate=1e-3)
+    return {**base, **kw}
+
+
+def _sft_job(tiny_lm, dd, job_id):
+    rec = sft.train(dict(model_name_or_path=str(tiny_lm), data_dir=str(dd), run_dir=f"runs/{job_id}",
+                         max_steps=2, max_seq_len=64, eval_ratio=0, logging_steps=1, save_steps=100))
+    assert rec["status"] == "completed"
+    return dd / "runs" / job_id / "output"
+
+
+def test_reward_on_tiny_lm_writes_a_plain_reward_model_and_ds_chat_metrics(tiny_lm, studio_data_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    from backends.infer import chat
+
+    rec = reward.train(_cfg(tiny_lm, studio_data_dir, "runs/rm"))
+    run = studio_data_dir / "runs/rm"
+    assert rec["status"] == "completed" and rec["exit_code"] == 0
+    lines = read_metrics(run / "metrics.jsonl")
+    evals = [r for r in lines if r.get("eval_accuracy") is not None and "event" not in r]
+    assert [r["step"] for r in evals] == [0, 2, 3]  # before training, every eval_steps, after the last step
+    for r in evals:
+        for k in reward.METRICS:
+            assert isinstance(r[k], float), (k, r)
+        assert abs(r["eval_margin"] - (r["eval_chosen_score"] - r["eval_rejected_score"])) < 1e-4
+    out = run / "output"
+    assert chat.is_reward_model(out) and not (out / "adapter_config.json").exists()  # LoRA merged
+    info = json.loads((out / "studio.json").read_text())
+    assert info["kind"] == "reward" and info["status"] == "completed" and info["metrics"]["eval_accuracy"] is not None
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.num_labels == 1 and model.config.pad_token_id is not None
+    scores = chat.scorer(str(out)).score("Which city is the capital of France?", ["Paris.", "Rome."])
+    assert len(scores) == 2 and all(isinstance(s, float) for s in scores)
+
+
+def test_reward_starts_from_an_sft_lora_job_merged(tiny_lm, studio_data_dir):
+    job = "20260101-000000-sft-tiny"
+    _sft_job(tiny_lm, studio_data_dir, job)
+    rec = reward.train(_cfg(f"job:{job}", studio_data_dir, "runs/rm-from-sft", max_steps=1))
+    assert rec["status"] == "completed"
+    info = json.loads((studio_data_dir / "runs/rm-from-sft/output/studio.json").read_text())
+    assert info["start_adapter"].endswith(f"{job}/output") and info["base_model"] == str(tiny_lm.resolve())
+
+
+def test_reward_validation_names_the_field(tiny_lm, studio_data_dir):
+    dd = studio_data_dir
+
+    def bad(field, **kw):
+        with pytest.raises(FieldError) as e:
+            reward.validate_config(_cfg(kw.pop("model", tiny_lm), dd, "runs/v", **kw))
+        assert e.value.field == field, e.value
+        return str(e.value)
+
+    (dd / "norej.jsonl").write_text('{"prompt": "a", "chosen": "b"}\n{"prompt": "c", "chosen": "d"}\n')
+    assert "kind preference" in bad("rejected_column", dataset="norej.jsonl")
+    (dd / "same.jsonl").write_text('{"prompt": "a", "chosen": "b", "rejected": "b"}\n'
+                                   '{"prompt": "c", "chosen": "d", "rejected": "e"}\n'
+                                   '{"prompt": "f", "chosen": "g", "rejected": "h"}\n')
+    assert "rows 1" in bad("drop_identical", dataset="same.jsonl")
+    reward.validate_config(_cfg(tiny_lm, dd, "runs/v", dataset="same.jsonl", drop_identical=True))
+    assert "2048" in bad("max_seq_len", max_seq_len=4096)
+    (dd / "runs/20260101-000000-sft-run0/output").mkdir(parents=True)  # still running: no studio.json
+    assert "not finished" in bad("model_name_or_path", model="job:20260101-000000-sft-run0")
+    out = dd / "runs/20260101-000000-reward-rm00/output"
+    out.mkdir(parents=True)
+    (out / "studio.json").write_text(json.dumps({"kind": "reward", "status": "completed"}))
+    assert "'reward' job" in bad("model_name_or_path", model="job:20260101-000000-reward-rm00")
+
+
+@pytest.mark.timeout(900)
+def test_demo_recipe_learns_the_preference_on_smollm2(studio_data_dir):
+    """The CPU demo recipe on the bundled SmolLM2: held-out accuracy >= 0.85 and above its start, margin grows."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "backends.reward", "--config", str(RM_RECIPE), "--data_dir",
+                           str(studio_data_dir), "--run_dir", "runs/rm-demo"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    took = time.time() - t0
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    m = json.loads((studio_data_dir / "runs/rm-demo/output/studio.json").read_text())["metrics"]
+    print(f"reward demo: {took:.0f}s, accuracy {m['first_eval_accuracy']:.2f} -> {m['eval_accuracy']:.2f}, "
+          f"margin {m['first_eval_margin']:.2f} -> {m['eval_margin']:.2f}")
+    assert m["eval_accuracy"] >= 0.85 and m["eval_accuracy"] > m["first_eval_accuracy"]
+    assert m["eval_margin"] > m["first_eval_margin"] + 1.0
+    assert m["eval_chosen_score"] > m["eval_rejected_score"]
+
+
+def test_sigterm_stops_with_a_checkpoint_then_latest_resumes(tiny_lm, studio_data_dir):
+    """Through the runner: SIGTERM -> checkpoint + end line "stopped" + exit 143; `latest` continues from it."""
+    import signal
+
+    base = [sys.executable, "-m", "backends.reward", "--model_name_or_path", str(tiny_lm), "--data_dir",
+            str(studio_data_dir), "--run_dir", "runs/rm-stop", "--max_seq_len", "128", "--eval_ratio", "0",
+            "--logging_steps", "1", "--save_steps", "100000", "--per_device_train_batch_size", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([*base, "--max_steps", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        if line.startswith("step 3/"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 143, rest[-2000:]
+    run = studio_data_dir / "runs/rm-stop"
+    ckpts = sorted(run.glob("checkpoints/checkpoint-*"))
+    assert len(ckpts) == 1 and (ckpts[0] / "trainer_state.json").is_file()
+    stopped_at = int(ckpts[0].name.split("-")[1])
+    assert read_metrics(run / "metrics.jsonl")[-1]["status"] == "stopped"
+    again = subprocess.run([*base, "--max_steps", str(stopped_at + 2), "--resume_from_checkpoint", "latest"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-2000:]
+    recs = read_metrics(run / "metrics.jsonl")
+    assert recs[-1]["status"] == "completed" and recs[-1]["step"] == stopped_at + 2
+    assert json.loads((run / "output/studio.json").read_text())["status"] == "completed"
