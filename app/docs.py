@@ -9,6 +9,7 @@ import re
 import sys
 from pathlib import Path
 
+from app import kinds
 from backends.common import config as cfgmod
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -26,18 +27,12 @@ def catalog_table() -> str:
 
 
 def schemas() -> dict[str, type]:
-    """Every job kind whose backend module exists -> its schema (the module's SCHEMA dataclass)."""
-    import importlib
-    import importlib.util
-
-    from app.jobs.launcher import KIND_MODULES
-
-    return {kind: importlib.import_module(mod).SCHEMA for kind, mod in KIND_MODULES.items()
-            if importlib.util.find_spec(mod) is not None}
+    """Every job kind of the registry (app/kinds.py) that has a README block -> its schema."""
+    return {k.name: k.schema for k in kinds.all_kinds() if k.docs and k.schema is not None}
 
 
 def blocks() -> dict[str, str]:
-    out = {f"options:{kind}": cfgmod.markdown_table(schema) for kind, schema in schemas().items()}
+    out = {kinds.get(kind).docs: cfgmod.markdown_table(schema) for kind, schema in schemas().items()}
     out["catalog"] = catalog_table()
     return out
 

@@ -108,6 +108,15 @@ def dataset_field(kind: str) -> str | None:
 register(Kind("sft", "backends.sft", "backends.sft:SFTArgs", "backends.sft:validate_config", tab="sft",
               stage="stage.sft", default_recipe="cpu-demo-smollm2", series=("loss", "eval_loss"),
               produces="policy", docs="options:sft"))
+register(Kind("reward", "backends.reward", "backends.reward:RewardArgs", "backends.reward:validate_config",
+              tab="reward", stage="stage.reward", default_recipe="cpu-demo-smollm2-rm",
+              series=("loss", "eval_accuracy", "eval_chosen_score", "eval_rejected_score"),
+              produces="reward_model", docs="options:reward"))
+register(Kind("dpo", "backends.dpo", "backends.dpo:DPOArgs", "backends.dpo:validate_config", tab="rlhf",
+              stage="stage.dpo", default_recipe="cpu-demo-smollm2-dpo",
+              series=("loss", "eval_rewards/margins", "eval_rewards/accuracies", "eval_rewards/chosen",
+                      "eval_rewards/rejected"),
+              produces="policy", docs="options:dpo"))
 register(Kind("ab_eval", "backends.ab_eval", "backends.ab_eval:ABEvalArgs", "backends.ab_eval:validate_config",
               launch={"launcher": "python", "preset": "cpu", "num_processes": 1}, series=(),
               docs="options:ab_eval"))

@@ -5,7 +5,8 @@ import gradio as gr
 
 from app.context import StudioContext
 from app.i18n import LANGUAGES, t
-from app.tabs import compare, datasets, environment, jobs, training
+from app import kinds
+from app.tabs import compare, datasets, environment, jobs, reward, training
 
 CSS = """
 #studio-header h1 { margin-bottom: 0; }
@@ -78,12 +79,6 @@ STUDIO_JS = """() => {
 TAB_ORDER = ["datasets", "sft", "reward", "rlhf", "pipeline", "sd_lora", "jobs", "compare"]
 
 
-def training_kinds() -> list[training.TrainingKind]:
-    from backends import sft
-
-    return [training.TrainingKind("sft", sft.SFTArgs, sft.validate_config, "cpu-demo-smollm2")]
-
-
 def _timers_off(n: int):
     def off():
         return [gr.Timer(active=False)] * n if n > 1 else gr.Timer(active=False)
@@ -119,15 +114,19 @@ def build(ctx: StudioContext) -> gr.Blocks:
             with ctx.tr(gr.Tab(t("tab.environment", lang), id="environment", elem_id="tab-environment"),
                         "tab.environment") as env_tab:
                 env_load, env_outputs, env_follower = environment.build(ctx)
-            trained = {}
-            kinds = {tk.kind: tk for tk in training_kinds()}
+            trained = {}  # kind -> its training tab's components (Jobs' "Re-run with edits" fills them)
             tab_objs = {}
             followers = {"environment": env_follower}  # tab key -> its poll timer and the handler that follows
             for key in TAB_ORDER:
                 with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}") as tab:
                     tab_objs[key] = tab
-                    if key in kinds:
-                        trained[key] = followers[key] = comps = training.build(ctx, kinds[key])
+                    tab_kinds = kinds.of_tab(key)
+                    if tab_kinds:  # one kind per training tab for now; a stage selector comes with PPO/GRPO
+                        kind = tab_kinds[0]
+                        trained[kind.name] = followers[key] = comps = training.build(ctx, kind)
+                        if key == "reward":  # its finished reward models, listed again when the tab is opened
+                            pair = reward.build_score_pair(ctx)
+                            tab.select(pair["refresh"], outputs=pair["model"], api_name=False, show_progress="hidden")
                         if comps["dataset_fields"]:  # list studio datasets saved since the page was built
                             tab.select(comps["refresh_datasets"], outputs=comps["dataset_fields"], api_name=False,
                                        show_progress="hidden")
@@ -154,6 +153,9 @@ def build(ctx: StudioContext) -> gr.Blocks:
         # .input, not .change: the page-load relabel sets the dropdown's value, which must not switch again
         lang_dd.input(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
                       api_name="set_language")
+        for comps in trained.values():  # what depends on a tab's own state: its recipe's description, its choices
+            fn, inputs, outputs = comps["relabel"]
+            lang_dd.input(fn, inputs=[lang_dd, *inputs], outputs=outputs, api_name=False, show_progress="hidden")
         # Another browser may have switched the language since the page was built. The relabelling event runs
         # only then: the Gradio 6 frontend revisits every component an event has ever output to on each later
         # event's status change, so a load event writing to every label made each poll of the page cost
@@ -165,8 +167,11 @@ def build(ctx: StudioContext) -> gr.Blocks:
         def relabel_on_load():
             return [gr.update(**{e.attr: e.render(ctx.lang)}) for e in entries]
 
-        demo.load(language_unchanged, api_name=False, show_progress="hidden").success(
+        relabelled = demo.load(language_unchanged, api_name=False, show_progress="hidden").success(
             relabel_on_load, outputs=[e.component for e in entries], api_name=False, show_progress="hidden")
+        for comps in trained.values():  # then each tab's recipe description and choices (lang_dd holds ctx.lang)
+            fn, inputs, outputs = comps["relabel"]
+            relabelled.success(fn, inputs=[lang_dd, *inputs], outputs=outputs, api_name=False, show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
         demo.load(None, js=STUDIO_JS, api_name=False)
         fn, inputs, outputs = env_follower["follow"]  # the page opens on Environment: follow a preparation

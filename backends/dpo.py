@@ -57,19 +57,19 @@ class DPOArgs(cfglib.TrainingFields, cfglib.LoraFields, cfglib.JobFields, rm.Pre
         "each pair becomes a desirable and an undesirable example.",
         "dpo = 基于（优选, 劣选）回答对的直接偏好优化；kto = KTO：每对拆成一个正例和一个负例。", choices=list(ALGORITHMS)))
     beta: float = field(default=0.1, metadata=_m(
-        "training", "Beta", "Beta",
+        "training", "Beta", "β",
         "Strength of the pull towards the reference model (DS-Chat --beta 0.1); higher = stay closer.",
-        "向参考模型靠拢的强度（DS-Chat --beta 0.1）；越大越接近参考模型。", min=0, min_exclusive=True, max=100))
+        "向参考模型靠拢的强度（DeepSpeed-Chat 的 --beta 0.1）；越大越接近参考模型。", min=0, min_exclusive=True, max=100))
     loss_type: str = field(default="sigmoid", metadata=_m(
         "training", "Loss", "损失类型",
         "DPO: sigmoid (the paper's), hinge, ipo, robust, …; KTO: kto or apo_zero_unpaired. `sigmoid` with "
         "algorithm kto means kto.",
-        "DPO：sigmoid（论文原式）、hinge、ipo、robust 等；KTO：kto 或 apo_zero_unpaired。algorithm 为 kto 时 sigmoid 即 kto。",
+        "DPO：sigmoid（论文原式）、hinge、ipo、robust 等；KTO：kto 或 apo_zero_unpaired。算法为 kto 时 sigmoid 即 kto。",
         choices=DPO_LOSSES + KTO_LOSSES))
     label_smoothing: float = field(default=0.0, metadata=_m(
         "training", "Label smoothing", "标签平滑",
         "Assumed share of flipped preference labels (conservative DPO, DS-Chat --label_smoothing 0); DPO only.",
-        "假定偏好标签被标反的比例（保守 DPO，DS-Chat --label_smoothing 0）；仅 DPO。", min=0, max=0.5,
+        "假定偏好标签被标反的比例（保守 DPO，DeepSpeed-Chat 的 --label_smoothing 0）；仅 DPO。", min=0, max=0.5,
         max_exclusive=True))
     learning_rate: float = cfglib.redefault(cfglib.TrainingFields, "learning_rate", 5e-5)
 

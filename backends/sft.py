@@ -85,7 +85,7 @@ class SFTArgs(cfglib.TrainingFields, cfglib.LoraFields, cfglib.JobFields):
     eval_ratio: float = field(default=0.1, metadata=_m(
         "data", "Eval split", "验证集比例",
         "Share of the rows held out to measure eval loss (0 = no evaluation).",
-        "留作验证集、用于计算 eval loss 的行比例（0 = 不评估）。", min=0, max=0.5))
+        "留作验证集、用于计算验证损失的行比例（0 = 不评估）。", min=0, max=0.5))
     packing: bool = field(default=False, metadata=_m(
         "data", "Packing", "样本打包",
         "Pack several short samples into one sequence of max_seq_len (faster on GPUs with FlashAttention).",

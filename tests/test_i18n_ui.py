@@ -175,10 +175,11 @@ def _allowed() -> set[str]:
     from backends.data.shapes import CANDIDATES, FIELDS, KINDS
     from backends.data.transforms import TRANSFORMS
 
-    from backends import sft
+    from app import kinds
     from backends.common.config import field_descriptors
 
-    choices = [c for d in field_descriptors(sft.SFTArgs) for c in (d["choices"] or [])]
+    choices = [c for k in kinds.all_kinds() if k.schema is not None
+               for d in field_descriptors(k.schema) for c in (d["choices"] or [])]
     names = [*choices, *KINDS, *TRANSFORMS, *CANDIDATES, *(f for fs in FIELDS.values() for f in fs), *training.LAUNCHERS,
              *training.PRESETS, *training.ZERO_CHOICES, *estimator.GPU_TABLE, *envcheck.PACKAGES, "columns"]
     for e in catalog.load_catalog():
@@ -210,23 +211,7 @@ def english_words(texts: list[str], allowed: set[str]) -> dict[str, str]:
 # KNOWN LEFTOVERS, to be emptied by the lead after merging the training-tab branch: English that comes from
 # app/tabs/training.py and the Jobs tab's progress/plot widgets (owned by another helper) and from files
 # outside this branch's scope. The test fails on any English word NOT listed here.
-_TRAINING_WIDGETS = {
-    "no", "job", "yet",                 # progress_html(None, None): "no job yet"
-    "Loss", "curves",                   # gr.LinePlot(label=t("train.curves")) is not registered with ctx.tr
-    "step", "value", "series",          # the LinePlot's axis titles and legend title (metrics_frame's columns)
-}
 KNOWN_LEFTOVERS: dict[str, set[str]] = {
-    "sft": _TRAINING_WIDGETS | {
-        # the recipe description: training.py shows description_zh only when the page is *built* in Chinese;
-        # recipe_md is not registered for a language switch ("CPU demo: LoRA SFT of the bundled SmolLM2 ...")
-        "demo", "of", "the", "bundled", "on", "set", "few", "minutes", "cores",
-        "sample",                       # training.py calls dataset_choices(data_dir, kind) without ctx.lang
-        "eval", "loss",                 # backends/sft.py help_zh of eval_ratio says "eval loss" (a metric name)
-    },
-    "jobs": set(_TRAINING_WIDGETS),     # jobs.py's progress line and plot (the other helper's widgets)
-    # app/tabs/compare.py: the prompt box's placeholder is not registered for a language switch; "auto" is an
-    # untranslated template choice
-    "compare": {"Ask", "something", "Enter", "sends", "auto"},
     # presets/datasets.yaml: an entry's size and licence note are English only (no size_zh / license_zh),
     # e.g. "200 prompt/response rows", "CC0-1.0 (see presets/datasets/LICENSE-demo.md)"
     "datasets": {"rows", "see"},
@@ -239,6 +224,7 @@ TAB_KEYS = ["environment", "datasets", "sft", "reward", "rlhf", "pipeline", "sd_
 def test_chinese_page_has_no_english_left(studio, browser):
     """A Chinese browser (Gradio's own words, "Drop File Here" ..., follow the browser's locale) on the page
     switched to 中文."""
+    from app import kinds
     from app.i18n import t
 
     context = browser.new_context(locale="zh-CN")
@@ -253,6 +239,9 @@ def test_chinese_page_has_no_english_left(studio, browser):
     for key in TAB_KEYS:
         page.get_by_role("tab", name=t(f"tab.{key}", "zh"), exact=True).click()
         page.wait_for_timeout(800)
+        for kind in kinds.of_tab(key):  # its follower has answered (the status line is sent on tab select)
+            page.wait_for_function(f"() => !document.querySelector('#{kind.name}-progress').innerText"
+                                   f".includes({t('prog.none', 'en')!r})", timeout=30_000)
         if key == "datasets":  # a catalog entry inspected and validated: summary, preview, report, histogram
             page.locator("#ds-catalog input").fill("demo_sft")
             page.get_by_role("option", name="demo_sft", exact=False).first.click()

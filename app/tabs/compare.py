@@ -17,6 +17,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from app import kinds
 from app.context import StudioContext
 from app.i18n import t
 from app.tabs.training import progress_html
@@ -24,7 +25,6 @@ from backends.common import paths
 from backends.common.errors import FieldError
 from backends.infer import chat
 
-TRAINED_KINDS = ("sft", "dpo", "rlhf_ppo")
 _STOPS: dict[str, threading.Event] = {}
 
 
@@ -43,7 +43,7 @@ def result_choices(engine, data_dir) -> list[tuple[str, str]]:
     """Finished training jobs whose output folder holds a model or an adapter, newest first."""
     out = []
     for j in engine.list_jobs():
-        if j["kind"] not in TRAINED_KINDS or j["status"] not in ("succeeded", "stopped"):
+        if j["kind"] not in kinds.producing("policy") or j["status"] not in ("succeeded", "stopped"):
             continue
         o = Path(j["run_dir"]) / "output"
         lora = (o / "adapter_config.json").is_file()
@@ -57,7 +57,7 @@ def reward_choices(engine, data_dir) -> list[tuple[str, str]]:
     out = [("— none —", "")]
     for j in engine.list_jobs():
         o = Path(j["run_dir"]) / "output"
-        if j["kind"] == "reward" and j["status"] in ("succeeded", "stopped") and chat.is_reward_model(o):
+        if j["kind"] in kinds.producing("reward_model") and j["status"] in ("succeeded", "stopped") and chat.is_reward_model(o):
             out.append((f"{j['id']} — reward model", str(o)))
     mdir = paths.models_dir(data_dir)
     if mdir.is_dir():
@@ -120,6 +120,11 @@ def compare_once(ctx: StudioContext, prompt: str, base: str, tuned: str, reward:
     yield out
 
 
+def template_choices(lang: str) -> list[tuple[str, str]]:
+    """The prompt templates a side can be asked in; 'auto' = the one the result was trained with."""
+    return [(t("ab.template_auto", lang), "auto"), ("chat", "chat"), ("dschat", "dschat"), ("plain", "plain")]
+
+
 # --------------------------------------------------------------------------------------- build
 def build(ctx: StudioContext) -> dict:
     lang = ctx.lang
@@ -148,8 +153,9 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
                                       info=_no_result_hint(results, lang)), "ab.tuned")
         reward_dd = ctx.tr(gr.Dropdown(reward_choices(engine, ctx.data_dir), value="", allow_custom_value=True,
                                        label=t("ab.reward", lang), elem_id="ab-reward", scale=2), "ab.reward")
-        template_dd = ctx.tr(gr.Dropdown(["auto", "chat", "dschat", "plain"], value="auto",
+        template_dd = ctx.tr(gr.Dropdown(template_choices(lang), value="auto",
                                          label=t("ab.template", lang), elem_id="ab-template", scale=1), "ab.template")
+        ctx.tr_fn(template_dd, template_choices, attr="choices")
         with gr.Column(scale=1, min_width=120):
             refresh_btn = ctx.tr(gr.Button(t("ab.refresh", lang), size="sm", elem_id="ab-refresh"), "ab.refresh")
             unload_btn = ctx.tr(gr.Button(t("ab.unload", lang), size="sm", elem_id="ab-unload"), "ab.unload")
@@ -175,6 +181,7 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
     with gr.Row():
         prompt = ctx.tr(gr.Textbox("", label=t("ab.prompt", lang), placeholder=t("ab.prompt_ph", lang), lines=2,
                                    elem_id="ab-prompt", scale=6), "ab.prompt")
+        ctx.tr_fn(prompt, lambda lang_: t("ab.prompt_ph", lang_), attr="placeholder")
         with gr.Column(scale=1, min_width=140):
             send_btn = ctx.tr(gr.Button(t("ab.send", lang), variant="primary", elem_classes=["studio-train-btn"],
                                         elem_id="ab-send"), "ab.send")

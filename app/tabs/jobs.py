@@ -10,6 +10,7 @@ import yaml
 
 from app.context import StudioContext
 from app.i18n import t
+from app import kinds
 from app.jobs import JobError
 from app.tabs.plot import curves_widget
 from app.tabs.training import (ACTIVE, POLL_SECONDS, Follower, SessionMemo, form_values, format_eta, job_command,
@@ -175,12 +176,12 @@ def build(ctx: StudioContext, training_tabs: dict) -> dict:
             return out
         job = engine.get(job_id)
         if job["kind"] not in slices:
-            gr.Warning(f"{job['kind']}: no training tab to edit this job in")
+            gr.Warning(t("jobs.no_tab", ctx.lang).format(kind=job["kind"]))
             return out
         start, comps = slices[job["kind"]]
         values = form_values(comps["descs"], job["config"], job["launcher"])
         out[start:start + len(values)] = values
-        out[-2], out[-1] = job["kind"], gr.Timer(active=False)
+        out[-2], out[-1] = kinds.get(job["kind"]).tab, gr.Timer(active=False)
         gr.Info(t("jobs.loaded", ctx.lang).format(job=job_id))
         return out
 

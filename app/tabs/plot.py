@@ -24,6 +24,15 @@ SERIES: dict[str, tuple[str, str]] = {
     "reward_mean": ("plot.reward_mean", "#16a34a"),
     "rm_accuracy": ("plot.rm_accuracy", "#9333ea"),
     "kl": ("plot.kl", "#dc2626"),
+    # reward model (backends/reward.py, DS-Chat step 2's acc / chosen / rejected scores on the eval split)
+    "eval_accuracy": ("plot.eval_accuracy", "#9333ea"),
+    "eval_chosen_score": ("plot.eval_chosen_score", "#16a34a"),
+    "eval_rejected_score": ("plot.eval_rejected_score", "#dc2626"),
+    # DPO / KTO (TRL's implicit rewards on the eval split)
+    "eval_rewards/margins": ("plot.dpo_margin", "#0891b2"),
+    "eval_rewards/accuracies": ("plot.dpo_accuracy", "#9333ea"),
+    "eval_rewards/chosen": ("plot.dpo_chosen", "#16a34a"),
+    "eval_rewards/rejected": ("plot.dpo_rejected", "#dc2626"),
 }
 
 W, H = 520, 240                       # viewBox; the SVG scales to the column width

@@ -1,4 +1,4 @@
-"""The shared body of every training tab (SFT now; reward model, RLHF, DPO and SD LoRA later).
+"""The shared body of every training tab: one per job kind of app/kinds.py that names a tab (SFT, reward model, DPO…).
 
 One declaration drives the form: the backend's option dataclass (through
 `backends.common.config.field_descriptors`) gives each field its widget, label, tooltip and range.
@@ -8,13 +8,11 @@ browser sees the same job and a reload re-attaches to it.
 """
 from __future__ import annotations
 
-import dataclasses
 import html
 import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable
 
 import gradio as gr
 import yaml
@@ -23,14 +21,15 @@ from app.context import StudioContext
 from app.i18n import t
 from app.jobs import JobError
 from app.jobs.launcher import LaunchSpec
+from app.kinds import Kind
 from app.tabs.plot import curves_svg, curves_widget
 from backends.common import config as cfgmod
 from backends.common import paths
 from backends.common.errors import FieldError
 
 RECIPES_DIR = paths.ROOT / "presets" / "recipes"
-# Fields the engine owns: not shown in the form.
-ENGINE_FIELDS = {"run_dir", "deepspeed", "resume_from_checkpoint", "data_dir", "recipe"}
+# Fields the engine owns (the one JobFields group every schema inherits): not shown in the form.
+ENGINE_FIELDS = set(cfgmod.field_names(cfgmod.JobFields))
 GROUP_ORDER = ["model", "data", "training", "lora", "output"]
 LAUNCHERS = ["accelerate", "deepspeed", "python"]
 PRESETS = ["cpu", "single_gpu", "multi_gpu", "multi_node"]
@@ -44,15 +43,6 @@ ACTIVE = ("queued", "running")
 LOG_BYTES = 20_000  # the log tail a page shows (≈250 lines)
 POLL_SECONDS = 3.0  # a followed job's status, plot and log (each poll costs the page ≈0.09 CPU s in the Gradio 6
 #                     frontend, see app/ui.py); elapsed ticks every second in the page itself
-
-
-@dataclasses.dataclass
-class TrainingKind:
-    kind: str                       # engine kind and backends.<kind> module, e.g. "sft"
-    schema: type                    # the backend's option dataclass
-    validate: Callable[[Any], None]  # cheap validation, no model load; raises FieldError
-    default_recipe: str
-    series: tuple = ("loss", "eval_loss")  # keys of app.tabs.plot.SERIES this tab's plot draws
 
 
 def load_recipes(kind: str) -> dict[str, dict]:
@@ -91,11 +81,13 @@ def progress_html(job: dict | None, prog: dict | None, lang: str = "en") -> str:
     status = job["status"]
     if status == "running" and job.get("stop_requested"):
         status = t("prog.stopping", lang)
+    else:
+        status = t(f"jobs.status.{status}", lang)
     bits = [f"<b>{job['id']}</b> — {html.escape(status)}"]
     if step is not None and total:
         bits.append(f"{t('prog.step', lang)} {step}/{total}")
     if loss is not None:
-        bits.append(f"loss {loss:.4f}")
+        bits.append(f"{t('plot.loss', lang)} {loss:.4f}")
     elapsed = job_elapsed(job)
     if elapsed is None:
         elapsed = prog.get("elapsed")
@@ -212,14 +204,18 @@ def spec_from_form(launcher, preset, nproc, zero, offload, machines, rank, main_
                       hostfile_text=hostfile or "")
 
 
-def build(ctx: StudioContext, tk: TrainingKind) -> dict:
-    """Builds the tab body. Returns the components other tabs need (for "Re-run with edits")."""
+def recipe_description(recipe: dict, lang: str) -> str:
+    return recipe.get("description_zh" if lang == "zh" else "description", "") or recipe.get("description", "")
+
+
+def build(ctx: StudioContext, tk: Kind) -> dict:
+    """Builds the tab body of one kind. Returns the components other tabs need (for "Re-run with edits")."""
     lang = ctx.lang
     engine = ctx.engine
     descs = [d for d in cfgmod.field_descriptors(tk.schema) if d["name"] not in ENGINE_FIELDS]
-    recipes = load_recipes(tk.kind)
+    recipes = load_recipes(tk.name)
     base = recipes.get(tk.default_recipe, {})
-    kid = tk.kind
+    kid = tk.name
 
     fields: dict[str, gr.components.Component] = {}
     with gr.Row():
@@ -228,8 +224,7 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
                 recipe_dd = ctx.tr(gr.Dropdown(list(recipes), value=tk.default_recipe if recipes else None,
                                                label=t("train.recipe", lang), elem_id=f"{kid}-recipe", scale=3),
                                    "train.recipe")
-                recipe_md = gr.Markdown(base.get(f"description{'_zh' if lang == 'zh' else ''}", ""),
-                                        elem_id=f"{kid}-recipe-desc")
+                recipe_md = gr.Markdown(recipe_description(base, lang), elem_id=f"{kid}-recipe-desc")
             for group in GROUP_ORDER:
                 gdescs = [d for d in descs if d["group"] == group]
                 if not gdescs:
@@ -341,8 +336,15 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
         r = recipes.get(name)
         if not r:
             raise gr.Error(f"recipe: unknown {name!r}")
-        desc = r.get("description_zh" if ctx.lang == "zh" else "description", "")
-        return [*form_values(descs, r.get("config", {}), r.get("launcher", {})), desc]
+        return [*form_values(descs, r.get("config", {}), r.get("launcher", {})), recipe_description(r, ctx.lang)]
+
+    def relabel(new_lang, name):
+        """On a language switch: the shown recipe's description and the dataset choices in that language."""
+        from app.tabs.datasets import dataset_choices
+
+        lang_ = new_lang if new_lang in ("en", "zh") else ctx.lang
+        return [recipe_description(recipes.get(name) or {}, lang_),
+                *[gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], lang_)) for d in dataset_descs]]
 
     def current_job(job_id):
         """The tab's job: the one this browser started, else the newest of this kind (any browser)."""
@@ -394,14 +396,15 @@ def build(ctx: StudioContext, tk: TrainingKind) -> dict:
         """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
         from app.tabs.datasets import dataset_choices
 
-        ups = [gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"])) for d in dataset_descs]
+        ups = [gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], ctx.lang)) for d in dataset_descs]
         return ups[0] if len(ups) == 1 else ups  # Gradio takes a one-output return as the value itself
 
     dataset_descs = [d for d in descs if d.get("dataset_kind")]
     return {"fields": fields, "launch_inputs": launch_inputs, "command": command, "preview": preview,
             "all_inputs": all_inputs, "descs": descs, "job_state": job_state, "refresh_datasets": refresh_datasets,
             "dataset_fields": [fields[d["name"]] for d in dataset_descs], "timer": timer,
-            "follow": (follow, [job_state], poll_outputs)}
+            "follow": (follow, [job_state], poll_outputs),
+            "relabel": (relabel, [recipe_dd], [recipe_md, *[fields[d["name"]] for d in dataset_descs]])}
 
 
 def _to_widget_value(d: dict, v):
@@ -429,7 +432,7 @@ def _widget(d: dict, value, label: str, info: str, kid: str, ctx: StudioContext)
     if d.get("dataset_kind"):  # studio datasets of the kind + bundled samples; any path may be typed
         from app.tabs.datasets import dataset_choices
 
-        return gr.Dropdown(dataset_choices(ctx.data_dir, d["dataset_kind"]), value=value, label=label, info=info,
+        return gr.Dropdown(dataset_choices(ctx.data_dir, d["dataset_kind"], ctx.lang), value=value, label=label, info=info,
                            elem_id=eid, allow_custom_value=True)
     if d["type"] == "bool":
         return gr.Checkbox(value=bool(value), label=label, info=info, elem_id=eid)

@@ -559,6 +559,29 @@ def scorer(path: str, data_dir=None) -> RewardScorer:
     return _SCORERS[p]
 
 
+def score_pair(reward: str, prompt: str, answers: list[str], template: str = "auto",
+               data_dir=None) -> tuple[list[float], str]:
+    """DS-Chat's rw_eval.py: a reward model's score of each answer to `prompt` -> (scores, template used).
+
+    'auto' renders the prompt in the template the reward model was trained with (its studio.json), else its
+    tokenizer's chat template; the same rendering the A/B tab scores with."""
+    if not str(prompt or "").strip():
+        raise FieldError("prompt", "is empty: type the question both answers reply to")
+    for i, a in enumerate(answers):
+        if not str(a or "").strip():
+            raise FieldError(f"answer_{'ab'[i] if i < 2 else i}", "is empty: type an answer to score")
+    sc = scorer(reward, data_dir)
+    path = modeling.resolve_model(reward, data_dir, field="reward_model")
+    tmpl = (template or "auto").strip()
+    if tmpl == "auto":
+        tmpl = modeling.read_studio_json(path).get("template") or (
+            "chat" if getattr(sc.tok, "chat_template", None) else "dschat")
+    if tmpl not in datalib.TEMPLATES:
+        raise FieldError("template", f"must be auto or one of {', '.join(datalib.TEMPLATES)}; got {template!r}")
+    text = render([], prompt, tmpl, sc.tok)
+    return sc.score(text, [datalib.format_answer(a.strip(), tmpl) for a in answers]), tmpl
+
+
 def is_reward_model(folder: Path) -> bool:
     try:
         cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
