@@ -26,8 +26,9 @@ STRINGS: dict[str, dict[str, str]] = {
     "tab.jobs": {"en": "Jobs", "zh": "任务"},
     "tab.compare": {"en": "A/B compare", "zh": "A/B 对比"},
     "coming": {
-        "en": "This tab is coming: see the open issues. Environment, Datasets, SFT, Jobs and A/B compare work today.",
-        "zh": "此标签页即将推出（见待办事项）。“环境”“数据集”“监督微调”“任务”和“A/B 对比”现已可用。",
+        "en": "This tab is coming: see the open issues. Environment, Datasets, SFT, Reward model, RLHF (DPO and KTO), "
+              "Jobs and A/B compare work today.",
+        "zh": "此标签页即将推出（见待办事项）。“环境”“数据集”“监督微调”“奖励模型”“RLHF”（DPO 与 KTO）“任务”和“A/B 对比”现已可用。",
     },
     # environment tab
     "env.refresh": {"en": "Refresh", "zh": "刷新"},
