@@ -177,3 +177,30 @@ def test_following_a_running_job_ticks_elapsed_draws_live_and_then_stops_polling
     page.locator("#sft-progress").get_by_text("succeeded").wait_for(timeout=30_000)
     page.wait_for_timeout(300)
     assert log_at_end(page, "#sft-log textarea"), "after a reload the log shows the top, not the newest line"
+
+
+@pytest.mark.browser
+def test_reward_tab_draws_the_accuracy_and_score_curves_of_a_reward_job(start_studio, studio_data_dir, page):
+    """The Reward model tab is the shared training body of the `reward` kind: its plot draws the eval accuracy
+    and the chosen / rejected mean scores (the series app/kinds.py declares for it), with their legend."""
+    from app import kinds
+
+    fake_run.finished(studio_data_dir, steps=20, eval_every=5, kind="reward")
+    studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)
+    page.set_viewport_size({"width": 1400, "height": 1100})
+    page.goto(studio.url)
+    page.get_by_role("tab", name="Reward model").click()
+    want = [k for k in kinds.get("reward").series if k != "loss"]
+    page.wait_for_function(f"() => document.querySelectorAll('#reward-plot .studio-series').length == {len(want) + 1}",
+                           timeout=30_000)
+    series = drawn(page, "#reward-plot")
+    assert series["loss"]["vertices"] == 20
+    for key in want:
+        assert series[key]["vertices"] == 4, key  # evaluations at steps 5, 10, 15, 20
+    legend = " ".join(page.locator("#reward-plot .studio-legend-item").all_text_contents())
+    assert "accuracy (chosen > rejected)" in legend and "chosen mean score" in legend
+    png = page.locator("#reward-plot").screenshot()
+    assert colour_pixels(png, SERIES["eval_accuracy"][1]) > 100
+    # the status line of the newest reward job, and the score-a-pair block below the form
+    assert "succeeded" in page.locator("#reward-progress").inner_text()
+    assert page.locator("#rm-score").count() == 1
