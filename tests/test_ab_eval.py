@@ -104,6 +104,45 @@ def test_descriptors_have_en_zh_labels_and_engine_fields():
     assert by["prompts"]["default"] == "presets/datasets/demo_prompts.jsonl"
 
 
+
+def test_the_ab_form_builds_its_generation_settings_from_the_generation_group(tmp_path):
+    """The A/B tab's generation widgets (shared by the chat and the batch evaluation) show GenerationFields'
+    defaults, labels and help in both languages, and their values become a GenSettings through from_dict."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from app.context import StudioContext
+    from app.tabs import compare
+    from backends.infer import chat
+
+    ctx = StudioContext(tmp_path, engine=SimpleNamespace(list_jobs=lambda: []))
+    with gr.Blocks():
+        comps = compare.build(ctx)
+    widgets = comps["settings"]
+    descs = C.field_descriptors(C.GenerationFields)
+    assert [w.elem_id for w in widgets] == ["ab-max-new", "ab-sample", "ab-temperature", "ab-top-p", "ab-top-k",
+                                            "ab-rep", "ab-seed"]  # the ids the page tests and scripts use
+    by_default = {d["name"]: d["default"] for d in descs}
+    assert widgets[0].value == str(by_default["max_new_tokens"]) == "128"
+    assert widgets[0].label == "Max new tokens" == descs[0]["label"]
+    for w, d in zip(widgets, descs, strict=True):
+        assert w.value == (d["default"] if d["type"] == "bool" else str(d["default"])), d["name"]
+        assert (w.label, w.info) == (d["label"], d["help"]), d["name"]
+        zh = {e.attr: e.render("zh") for e in ctx.i18n if e.component is w}
+        assert zh == {"label": d["label_zh"], "info": d["help_zh"]}, d["name"]
+    # the widgets' values as the page sends them (strings) -> the group's defaults
+    assert compare.settings_from(*[w.value for w in widgets]) == chat.GenSettings()
+    values = [w.value for w in widgets]
+    values[0] = "abc"
+    with pytest.raises(FieldError) as e:
+        compare.settings_from(*values)
+    assert e.value.field == "max_new_tokens" and "'abc'" in str(e.value)
+    values[0], values[3] = "64", "1.5"
+    with pytest.raises(FieldError) as e:
+        compare.settings_from(*values)
+    assert e.value.field == "top_p" and "<= 1" in str(e.value)
+
 def _cfg(dd: Path, **over) -> dict:
     return {"data_dir": str(dd), "run_dir": "runs/pytest-ab-validate", "finetuned": "bundled:smollm2", **over}
 

@@ -20,7 +20,8 @@ import pandas as pd
 from app import kinds
 from app.context import StudioContext
 from app.i18n import t
-from app.tabs.training import progress_html
+from app.tabs.training import _info_renderer, _label_renderer, progress_html
+from backends.common import config as cfglib
 from backends.common import paths
 from backends.common.errors import FieldError
 from backends.infer import chat
@@ -67,28 +68,38 @@ def reward_choices(engine, data_dir) -> list[tuple[str, str]]:
     return out
 
 
-def _int(v, fld: str) -> int:
-    try:
-        f = float(str(v).strip())
-    except ValueError:
-        raise FieldError(fld, f"must be a whole number, got {v!r}") from None
-    if f != int(f):
-        raise FieldError(fld, f"must be a whole number, got {v!r}")
-    return int(f)
+# The generation widgets come from the one generation group (backends/common/config.py GenerationFields):
+# its order is the order of the settings parameters of /compare_chat and /compare_once, its defaults, labels
+# and help are the form's. Their elem_ids predate that and stay (the page tests and scripts use them).
+GEN_FIELDS = cfglib.field_descriptors(cfglib.GenerationFields)
+GEN_NAMES = tuple(d["name"] for d in GEN_FIELDS)
+GEN_DEFAULTS = {d["name"]: d["default"] for d in GEN_FIELDS}
+GEN_ELEM_IDS = {"max_new_tokens": "ab-max-new", "do_sample": "ab-sample", "temperature": "ab-temperature",
+                "top_p": "ab-top-p", "top_k": "ab-top-k", "repetition_penalty": "ab-rep", "seed": "ab-seed"}
 
 
-def _float(v, fld: str) -> float:
-    try:
-        return float(str(v).strip())
-    except ValueError:
-        raise FieldError(fld, f"must be a number, got {v!r}") from None
+def settings_from(*values) -> chat.GenSettings:
+    """The generation widgets' values (in GEN_NAMES order) -> a validated GenSettings; a bad value raises a
+    FieldError naming the field."""
+    if len(values) != len(GEN_NAMES):
+        raise TypeError(f"settings_from takes {len(GEN_NAMES)} values ({', '.join(GEN_NAMES)}), got {len(values)}")
+    return cfglib.from_dict(chat.GenSettings, dict(zip(GEN_NAMES, values)), source="the generation settings")
 
 
-def settings_from(max_new, sample, temp, top_p, top_k, rep, seed) -> chat.GenSettings:
-    return chat.GenSettings(max_new_tokens=_int(max_new, "max_new_tokens"), do_sample=bool(sample),
-                            temperature=_float(temp, "temperature"), top_p=_float(top_p, "top_p"),
-                            top_k=_int(top_k, "top_k"), repetition_penalty=_float(rep, "repetition_penalty"),
-                            seed=_int(seed, "seed")).validated()
+def gen_widgets(ctx: StudioContext) -> list:
+    """One widget per generation field, with the field's label and help (following the language switch)."""
+    out = []
+    for d in GEN_FIELDS:
+        label, info = _label_renderer(d), _info_renderer(d)
+        kw = dict(label=label(ctx.lang), info=info(ctx.lang), elem_id=GEN_ELEM_IDS.get(d["name"], f"ab-{d['name']}"))
+        if d["type"] == "bool":
+            w = gr.Checkbox(bool(d["default"]), **kw)
+        else:  # a text box: a typo reaches from_dict, which names the field
+            w = gr.Textbox(str(d["default"]), max_lines=1, **kw)
+        ctx.tr_fn(w, label, attr="label")
+        ctx.tr_fn(w, info, attr="info")
+        out.append(w)
+    return out
 
 
 def new_state() -> dict:
@@ -161,14 +172,7 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
             unload_btn = ctx.tr(gr.Button(t("ab.unload", lang), size="sm", elem_id="ab-unload"), "ab.unload")
     with ctx.tr(gr.Accordion(t("ab.sampling", lang), open=False, elem_id="ab-sampling"), "ab.sampling"):
         with gr.Row():
-            max_new = ctx.tr(gr.Textbox("128", label=t("ab.max_new", lang), elem_id="ab-max-new", max_lines=1),
-                             "ab.max_new")
-            sample = ctx.tr(gr.Checkbox(False, label=t("ab.sample", lang), elem_id="ab-sample"), "ab.sample")
-            temp = ctx.tr(gr.Textbox("0.7", label="temperature", elem_id="ab-temperature", max_lines=1), "ab.temp")
-            top_p = gr.Textbox("0.9", label="top_p", elem_id="ab-top-p", max_lines=1)
-            top_k = gr.Textbox("50", label="top_k", elem_id="ab-top-k", max_lines=1)
-            rep = ctx.tr(gr.Textbox("1.0", label=t("ab.rep", lang), elem_id="ab-rep", max_lines=1), "ab.rep")
-            seed = ctx.tr(gr.Textbox("1234", label=t("ab.seed", lang), elem_id="ab-seed", max_lines=1), "ab.seed")
+            gen_ws = gen_widgets(ctx)
     with gr.Row():
         with gr.Column():
             label_a = gr.Markdown("### A", elem_id="ab-label-a")
@@ -294,8 +298,7 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
         chat.CACHE.clear()
         gr.Info(t("ab.unloaded", ctx.lang))
 
-    gen_inputs = [prompt, base_dd, tuned_dd, reward_dd, template_dd, max_new, sample, temp, top_p, top_k, rep, seed,
-                  blind, state]
+    gen_inputs = [prompt, base_dd, tuned_dd, reward_dd, template_dd, *gen_ws, blind, state]
     gen_outputs = [chat_a, chat_b, score_a, score_b, prompt, state, status, label_a, label_b]
     send_ev = send_btn.click(send, inputs=gen_inputs, outputs=gen_outputs, api_name="compare_chat",
                              concurrency_limit=1, concurrency_id="ab-generate")
@@ -313,8 +316,10 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
     unload_btn.click(unload, api_name="compare_unload")
 
     def api_once(prompt: str, base: str, finetuned: str, reward_model: str = "", template: str = "auto",
-                 max_new_tokens: int = 128, do_sample: bool = False, temperature: float = 0.7, top_p: float = 0.9,
-                 top_k: int = 50, repetition_penalty: float = 1.0, seed: int = 1234) -> dict:
+                 max_new_tokens: int = GEN_DEFAULTS["max_new_tokens"], do_sample: bool = GEN_DEFAULTS["do_sample"],
+                 temperature: float = GEN_DEFAULTS["temperature"], top_p: float = GEN_DEFAULTS["top_p"],
+                 top_k: int = GEN_DEFAULTS["top_k"], repetition_penalty: float = GEN_DEFAULTS["repetition_penalty"],
+                 seed: int = GEN_DEFAULTS["seed"]) -> dict:
         """One prompt, both answers (and rewards when a reward model is given), as JSON."""
         try:
             settings = settings_from(max_new_tokens, do_sample, temperature, top_p, top_k, repetition_penalty, seed)
@@ -327,7 +332,7 @@ def _build_chat(ctx: StudioContext, engine) -> dict:
 
     gr.api(api_once, api_name="compare_once")
     return {"base": base_dd, "tuned": tuned_dd, "reward": reward_dd, "template": template_dd,
-            "settings": [max_new, sample, temp, top_p, top_k, rep, seed], "refresh": refresh}
+            "settings": gen_ws, "refresh": refresh}
 
 
 def _build_batch(ctx: StudioContext, engine, cc: dict) -> None:
@@ -355,16 +360,14 @@ def _build_batch(ctx: StudioContext, engine, cc: dict) -> None:
 
     def run(prompts, maxp, text_lines, base, tuned, reward, template, mn, smp, tp, tpp, tk, rp, sd):
         from backends import ab_eval
-        from backends.common import config as cfgmod
 
         form = {"base_model": base, "finetuned": tuned or "", "reward_model": reward or "", "prompts": prompts or "",
-                "prompt_lines": text_lines or "", "max_prompts": maxp, "template": template, "max_new_tokens": mn,
-                "do_sample": smp, "temperature": tp, "top_p": tpp, "top_k": tk, "repetition_penalty": rp,
-                "seed": sd, "data_dir": str(ctx.data_dir)}
+                "prompt_lines": text_lines or "", "max_prompts": maxp, "template": template,
+                **dict(zip(GEN_NAMES, (mn, smp, tp, tpp, tk, rp, sd))), "data_dir": str(ctx.data_dir)}
         try:
-            cfg = cfgmod.from_dict(ab_eval.ABEvalArgs, form, source="form")
+            cfg = cfglib.from_dict(ab_eval.ABEvalArgs, form, source="form")
             ab_eval.validate_config(cfg)
-            job_id = engine.submit("ab_eval", cfgmod.to_dict(cfg))  # the kind's default launch: python, cpu
+            job_id = engine.submit("ab_eval", cfglib.to_dict(cfg))  # the kind's default launch: python, cpu
         except FieldError as e:
             gr.Warning(f"{e.field}: {e.message}")
             return gr.update(), f"⚠ {e.field}: {e.message}"
