@@ -44,8 +44,9 @@ METRICS = ("eval_chosen_score", "eval_rejected_score", "eval_accuracy", "eval_ma
 
 
 @dataclass
-class PreferenceFields:
-    """The start model and preference data of a step-2 recipe (reward model, DPO/KTO)."""
+class PreferenceFields(cfglib.DataFields):
+    """The start model and preference data of a step-2 recipe (reward model, DPO/KTO); the shared data fields
+    are DataFields'."""
 
     model_name_or_path: str = field(default="bundled:smollm2", metadata=_m(
         "model", "Start from", "初始模型",
@@ -59,38 +60,25 @@ class PreferenceFields:
         "A studio dataset of kind preference, or a .jsonl/.json/.csv/.tsv/.parquet file (or folder) of "
         "prompt/chosen/rejected rows; several, comma-separated, are blended.",
         "偏好类型的工作室数据集，或由 prompt/chosen/rejected 行组成的 .jsonl/.json/.csv/.tsv/.parquet 文件（或目录）；"
-        "多个用逗号分隔时合并使用。", widget="file", dataset_kind="preference"))
-    data_split: str = field(default="", metadata=_m(
-        "data", "Data split", "数据划分",
+        "多个用逗号分隔时合并使用。", widget="file", dataset_kind="preference", order=-1))
+    data_split: str = cfglib.redefault(cfglib.DataFields, "data_split", "", help=(
         "DeepSpeed-Chat's split of one dataset over its 3 steps, e.g. 2,4,4: the reward model uses the second "
-        "part (40%), like DPO. Empty = all rows (or the split saved with a studio dataset).",
+        "part (40%), like DPO. Empty = all rows (or the split saved with a studio dataset)."), help_zh=(
         "DeepSpeed-Chat 在三个阶段间划分同一数据集的比例，如 2,4,4：奖励模型与 DPO 使用第二部分（40%）。留空 = 全部行"
         "（或工作室数据集保存的划分）。"))
-    prompt_column: str = field(default="prompt", metadata=_m(
-        "data", "Prompt column", "提示列", "Column that holds the prompt.", "存放提示的列名。"))
     chosen_column: str = field(default="chosen", metadata=_m(
         "data", "Chosen column", "优选回答列", "Column of the preferred answer.", "存放更优回答的列名。"))
     rejected_column: str = field(default="rejected", metadata=_m(
         "data", "Rejected column", "劣选回答列", "Column of the worse answer.", "存放较差回答的列名。"))
-    template: str = field(default="chat", metadata=_m(
-        "data", "Prompt template", "提示模板",
-        "How prompt and answer are joined: chat = the model's chat template; dschat = `Human: …\\n\\nAssistant: "
-        "…`; plain = prompt, newline, answer. Use the template of the SFT step.",
-        "提示与回答的拼接方式：chat = 模型自带对话模板；dschat = `Human: …\\n\\nAssistant: …`；plain = 提示、换行、回答。"
-        "应与 SFT 阶段一致。", choices=list(datalib.TEMPLATES)))
-    max_seq_len: int = field(default=512, metadata=_m(
-        "data", "Max sequence length", "最大序列长度",
-        "Tokens of prompt + answer; longer rows are left out. Batches are padded only to their longest row.",
-        "提示 + 回答的最大 token 数；更长的行被跳过。每个批次只填充到批内最长的行。", min=8, max=131072))
-    eval_ratio: float = field(default=0.1, metadata=_m(
-        "data", "Eval split", "验证集比例",
-        "Share of the rows held out for the chosen/rejected scores and accuracy (0 = no evaluation).",
-        "留作验证集的行比例，用于计算优选/劣选得分和准确率（0 = 不评估）。", min=0, max=0.5))
+    max_seq_len: int = cfglib.redefault(cfglib.DataFields, "max_seq_len", 512, help=(
+        "Tokens of prompt + answer; longer rows are left out. Batches are padded only to their longest row."),
+        help_zh="提示 + 回答的最大 token 数；更长的行被跳过。每个批次只填充到批内最长的行。")
+    # prompt_column, template, eval_ratio: inherited (DataFields)
     drop_identical: bool = field(default=False, metadata=_m(
         "data", "Drop identical pairs", "丢弃相同的回答对",
         "Rows whose chosen and rejected answers are the same teach nothing: on = leave them out; off = refuse "
         "the dataset and name the rows.",
-        "优选与劣选回答相同的行没有信息：开启 = 跳过这些行；关闭 = 拒绝该数据集并指出这些行。"))
+        "优选与劣选回答相同的行没有信息：开启 = 跳过这些行；关闭 = 拒绝该数据集并指出这些行。", order=2))
 
 
 @dataclass

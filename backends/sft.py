@@ -34,7 +34,7 @@ _m = cfglib.meta
 
 
 @dataclass
-class SFTArgs(cfglib.TrainingFields, cfglib.LoraFields, cfglib.JobFields):
+class SFTArgs(cfglib.TrainingFields, cfglib.LoraFields, cfglib.JobFields, cfglib.DataFields):
     """Options of the SFT backend: one declaration for the CLI, config.yaml, the UI form and the README."""
 
     # ---------------------------------------------------------------------------------------- model
@@ -54,14 +54,11 @@ class SFTArgs(cfglib.TrainingFields, cfglib.LoraFields, cfglib.JobFields):
         "工作室数据集（在“数据集”标签页中创建），或由 prompt/response 行或对话 `messages` 行组成的 "
         ".jsonl/.json/.csv/.tsv/.parquet 文件（或其所在目录）；多个用逗号分隔时合并使用。设置了数据目录时（工作室总会设置）"
         "必须位于其中或为内置示例：相对路径依次在 <数据目录>/datasets、数据目录、项目根目录中查找；未设置时也查找工作目录。",
-        widget="file", dataset_kind="sft"))
-    data_split: str = field(default="", metadata=_m(
-        "data", "Data split", "数据划分",
+        widget="file", dataset_kind="sft", order=-1))
+    data_split: str = cfglib.redefault(cfglib.DataFields, "data_split", "", help=(
         "DeepSpeed-Chat's split of one dataset over its 3 steps, e.g. 2,4,4: SFT uses the first part (20%). "
-        "Empty = all rows.",
-        "DeepSpeed-Chat 在三个阶段间划分同一数据集的比例，如 2,4,4：SFT 使用第一部分（20%）。留空 = 全部行。"))
-    prompt_column: str = field(default="prompt", metadata=_m(
-        "data", "Prompt column", "提示列", "Column that holds the user's prompt.", "存放用户提示的列名。"))
+        "Empty = all rows (or the split saved with a studio dataset)."), help_zh=(
+        "DeepSpeed-Chat 在三个阶段间划分同一数据集的比例，如 2,4,4：SFT 使用第一部分（20%）。留空 = 全部行（或工作室数据集保存的划分）。"))
     response_column: str = field(default="response", metadata=_m(
         "data", "Response column", "回答列", "Column that holds the answer to learn.", "存放要学习的回答的列名。"))
     messages_column: str = field(default="messages", metadata=_m(
@@ -69,32 +66,16 @@ class SFTArgs(cfglib.TrainingFields, cfglib.LoraFields, cfglib.JobFields):
         "Column with a chat as a list of {role, content}; used when the prompt/response columns are absent. "
         "The last message (the assistant's) is trained.",
         "以 {role, content} 列表表示的对话列；没有 prompt/response 列时使用，训练最后一条（助手）消息。"))
-    template: str = field(default="chat", metadata=_m(
-        "data", "Prompt template", "提示模板",
-        "chat = the model's own chat template; dschat = DeepSpeed-Chat's `Human: …\\n\\nAssistant: …`; "
-        "plain = prompt, newline, response.",
-        "chat = 模型自带的对话模板；dschat = DeepSpeed-Chat 的 `Human: …\\n\\nAssistant: …`；"
-        "plain = 提示、换行、回答。",
-        choices=list(datalib.TEMPLATES)))
-    max_seq_len: int = field(default=512, metadata=_m(
-        "data", "Max sequence length", "最大序列长度",
-        "Tokens per sample after the template; longer samples are cut. Batches are padded only to their "
-        "longest sample, never to this length.",
-        "套用模板后每个样本的最大 token 数，超出部分截断。每个批次只填充到批内最长样本，而不是这个长度。",
-        min=8, max=131072))
-    eval_ratio: float = field(default=0.1, metadata=_m(
-        "data", "Eval split", "验证集比例",
-        "Share of the rows held out to measure eval loss (0 = no evaluation).",
-        "留作验证集、用于计算验证损失的行比例（0 = 不评估）。", min=0, max=0.5))
+    # prompt_column, template, max_seq_len, eval_ratio: inherited (DataFields)
     packing: bool = field(default=False, metadata=_m(
         "data", "Packing", "样本打包",
         "Pack several short samples into one sequence of max_seq_len (faster on GPUs with FlashAttention).",
-        "把多个短样本拼成一条 max_seq_len 长的序列（在支持 FlashAttention 的 GPU 上更快）。"))
+        "把多个短样本拼成一条 max_seq_len 长的序列（在支持 FlashAttention 的 GPU 上更快）。", order=2))
     loss_on_prompt: bool = field(default=False, metadata=_m(
         "data", "Loss on prompt", "提示也计算损失",
         "Also train on the prompt tokens (DeepSpeed-Chat does). Off: only the response is learned.",
-        "提示部分也计入损失（DeepSpeed-Chat 的做法）。关闭时只学习回答部分。"))
-    # training, LoRA and the engine-owned fields: inherited (backends/common/config.py)
+        "提示部分也计入损失（DeepSpeed-Chat 的做法）。关闭时只学习回答部分。", order=2))
+    # the shared data fields, training, LoRA and the engine-owned fields: inherited (backends/common/config.py)
 
 
 SCHEMA = SFTArgs  # the one declaration of this kind's options (app/docs.py, the tabs read it)

@@ -28,6 +28,40 @@ def test_schemas_inherit_the_groups_and_keep_a_stable_order():
     assert e.value.field == "top_p"
 
 
+
+def test_the_data_fields_are_declared_once_for_sft_reward_and_dpo():
+    """data_split, prompt_column, template, max_seq_len and eval_ratio come from DataFields (not a copy per schema):
+    same flags, labels and choices everywhere; data_split names each recipe's DeepSpeed-Chat step; the forms keep
+    dataset first and the recipe's own options last."""
+    from backends import dpo, reward
+    from backends.common import data as datalib
+
+    shared = C.field_names(C.DataFields)
+    assert shared == ["data_split", "prompt_column", "template", "max_seq_len", "eval_ratio"]
+    assert datalib.TEMPLATES is C.TEMPLATES
+    group = {d["name"]: d for d in C.field_descriptors(C.DataFields)}
+    assert group["template"]["choices"] == ["chat", "dschat", "plain"]
+    for cls in (sft.SFTArgs, reward.RewardArgs, dpo.DPOArgs):
+        assert issubclass(cls, C.DataFields), cls
+        by = {d["name"]: d for d in C.field_descriptors(cls)}
+        for name in shared:
+            same = ("label", "label_zh", "type", "default", "choices", "min", "max", "group")
+            assert {k: by[name][k] for k in same} == {k: group[name][k] for k in same}, (cls, name)
+        assert by["template"]["help"] == group["template"]["help"] and by["eval_ratio"] == group["eval_ratio"]
+        data = [d["name"] for d in C.field_descriptors(cls) if d["group"] == "data"]
+        assert data[:3] == ["dataset", "data_split", "prompt_column"], data
+        assert data.index("template") > max(data.index(c) for c in data if c.endswith("_column")), data
+        parser_flags = {a.dest for a in C.build_parser(cls)._actions}
+        assert set(shared) <= parser_flags  # --data_split, --template, ... as before
+    sft_by = {d["name"]: d for d in C.field_descriptors(sft.SFTArgs)}
+    rm_by = {d["name"]: d for d in C.field_descriptors(reward.RewardArgs)}
+    assert "SFT uses the first part (20%)" in sft_by["data_split"]["help"]
+    assert "the reward model uses the second part (40%)" in rm_by["data_split"]["help"]
+    assert [d["name"] for d in C.field_descriptors(sft.SFTArgs) if d["group"] == "data"][-2:] == [
+        "packing", "loss_on_prompt"]
+    assert [d["name"] for d in C.field_descriptors(dpo.DPOArgs) if d["group"] == "data"][-1] == "drop_identical"
+    assert "order" not in sft_by["packing"]  # a layout key, not a descriptor field
+
 def test_redefault_keeps_the_metadata():
     from dataclasses import dataclass
 

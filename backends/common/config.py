@@ -10,8 +10,9 @@ A backend declares its options once, as a dataclass whose fields carry metadata:
 Recognised metadata keys: ``help``, ``help_zh``, ``label``, ``label_zh``, ``group`` (model | data | training
 | lora | launcher | output), ``choices`` (list), ``min`` / ``max`` (inclusive bounds), ``min_exclusive`` /
 ``max_exclusive`` (make the bound strict), ``allow`` (extra values accepted besides the range, e.g. ``[-1]``
-for "-1 = off"), ``widget`` (a hint for the UI: "file", "dir", "textbox", ...). Any other key is passed
-through to the field descriptor unchanged.
+for "-1 = off"), ``widget`` (a hint for the UI: "file", "dir", "textbox", ...), ``order`` (position within
+its group: lower first, default 0, ties in declaration order; lets a schema's own fields sit among an
+inherited group's). Any other key is passed through to the field descriptor unchanged.
 
 From that one declaration this module gives:
 
@@ -26,10 +27,12 @@ From that one declaration this module gives:
 Shared field groups (declared once here, inherited by every schema the way TRL's configs inherit
 ``TrainingArguments``): :class:`JobFields` (what the job engine owns: deepspeed, run_dir, resume_from_checkpoint,
 recipe, data_dir), :class:`TrainingFields` (epochs, steps, batch sizes, optimiser, schedule, precision, logging /
-eval / save intervals, seed), :class:`LoraFields` and :class:`GenerationFields` (max_new_tokens, sampling; seed).
-A schema is ``@dataclass class XArgs(TrainingFields, LoraFields, JobFields)`` plus its own model/data fields;
-:func:`redefault` changes an inherited field's default (and help) without re-declaring it. Field order (form,
-README table, config.yaml) is by :data:`GROUPS`, then declaration order, whatever the inheritance order.
+eval / save intervals, seed), :class:`LoraFields`, :class:`DataFields` (data_split, prompt_column, template,
+max_seq_len, eval_ratio of a training recipe) and :class:`GenerationFields` (max_new_tokens, sampling; seed).
+A schema is ``@dataclass class XArgs(TrainingFields, LoraFields, JobFields, DataFields)`` plus its own model/data
+fields; :func:`redefault` changes an inherited field's default (and help) without re-declaring it. Field order
+(form, README table, config.yaml) is by :data:`GROUPS`, then the ``order`` key, then declaration order (inherited
+groups first), whatever the inheritance order.
 """
 from __future__ import annotations
 
@@ -50,8 +53,10 @@ from .errors import FieldError
 GROUPS = ("model", "data", "training", "lora", "launcher", "output")
 # Keys of a recipe file (presets/recipes/*.yaml) around its `config:` block.
 RECIPE_KEYS = ("kind", "name", "description", "description_zh", "launcher", "config")
+# How prompt and answer are joined (backends/common/data.py renders them; DataFields.template offers them).
+TEMPLATES = ("chat", "dschat", "plain")
 _KNOWN_META = ("help", "help_zh", "label", "label_zh", "group", "choices", "min", "max", "min_exclusive",
-               "max_exclusive", "allow", "widget")
+               "max_exclusive", "allow", "widget", "order")
 _TRUE = {"true", "yes", "y", "on", "1"}
 _FALSE = {"false", "no", "n", "off", "0"}
 
@@ -239,12 +244,14 @@ class _FieldShim:
 
 # ------------------------------------------------------------------------------------- dict <-> instance
 def ordered_fields(cls) -> list[dataclasses.Field]:
-    """The init fields of `cls` by GROUPS order, the engine-owned JobFields last within their group, then
-    declaration order (a dataclass lists inherited fields first; this puts model and data fields first again)."""
+    """The init fields of `cls` by GROUPS order, the engine-owned JobFields last within their group, then the
+    ``order`` metadata key (default 0), then declaration order (a dataclass lists inherited fields first; this
+    puts model and data fields first again)."""
     fs = [f for f in dataclasses.fields(cls) if f.init]
     rank = {g: i for i, g in enumerate(GROUPS)}
     job = {f.name for f in dataclasses.fields(JobFields)}
-    return sorted(fs, key=lambda f: (rank.get(f.metadata.get("group", "training"), len(GROUPS)), f.name in job))
+    return sorted(fs, key=lambda f: (rank.get(f.metadata.get("group", "training"), len(GROUPS)), f.name in job,
+                                     f.metadata.get("order", 0)))
 
 
 def field_names(cls) -> list[str]:
@@ -588,6 +595,41 @@ class LoraFields:
         "lora", "LoRA target modules", "LoRA 目标模块",
         "Comma-separated linear layers to adapt (OPT: q_proj,k_proj,v_proj,out_proj), or all-linear.",
         "要加适配器的线性层，逗号分隔（OPT 为 q_proj,k_proj,v_proj,out_proj），或 all-linear。"))
+
+
+@dataclasses.dataclass
+class DataFields:
+    """How a training recipe reads its dataset: DeepSpeed-Chat's split, the prompt column, the template, the length
+    limit and the eval share. A schema adds its dataset (``order=-1``: first), its answer columns (between the prompt
+    column and the template) and its own options (``order=2``: last), and redefaults data_split's help to its step."""
+
+    data_split: str = dataclasses.field(default="", metadata=meta(
+        "data", "Data split", "数据划分",
+        "DeepSpeed-Chat's split of one dataset over its 3 steps, e.g. 2,4,4: SFT uses the first part, the reward "
+        "model and DPO the second. Empty = all rows (or the split saved with a studio dataset).",
+        "DeepSpeed-Chat 在三个阶段间划分同一数据集的比例，如 2,4,4：SFT 使用第一部分，奖励模型与 DPO 使用第二部分。"
+        "留空 = 全部行（或工作室数据集保存的划分）。"))
+    prompt_column: str = dataclasses.field(default="prompt", metadata=meta(
+        "data", "Prompt column", "提示列", "Column that holds the prompt.", "存放提示的列名。"))
+    template: str = dataclasses.field(default="chat", metadata=meta(
+        "data", "Prompt template", "提示模板",
+        "How prompt and answer are joined: chat = the model's own chat template; dschat = DeepSpeed-Chat's "
+        "`Human: …\\n\\nAssistant: …`; plain = prompt, newline, answer. The reward model and DPO should use the "
+        "template of the SFT step.",
+        "提示与回答的拼接方式：chat = 模型自带的对话模板；dschat = DeepSpeed-Chat 的 `Human: …\\n\\nAssistant: …`；"
+        "plain = 提示、换行、回答。奖励模型与 DPO 应与 SFT 阶段使用相同模板。", choices=list(TEMPLATES), order=1))
+    max_seq_len: int = dataclasses.field(default=512, metadata=meta(
+        "data", "Max sequence length", "最大序列长度",
+        "Tokens per sample after the template; longer samples are cut. Batches are padded only to their "
+        "longest sample, never to this length.",
+        "套用模板后每个样本的最大 token 数，超出部分截断。每个批次只填充到批内最长样本，而不是这个长度。",
+        min=8, max=131072, order=1))
+    eval_ratio: float = dataclasses.field(default=0.1, metadata=meta(
+        "data", "Eval split", "验证集比例",
+        "Share of the rows held out for evaluation: the eval loss, and a reward model's chosen/rejected scores and "
+        "accuracy (0 = no evaluation).",
+        "留作验证集的行比例：用于计算验证损失，奖励模型还计算优选/劣选得分和准确率（0 = 不评估）。", min=0, max=0.5,
+        order=1))
 
 
 @dataclasses.dataclass

@@ -27,11 +27,11 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
+from .config import TEMPLATES  # declared with the schema field that offers them (DataFields.template)
 from .errors import FieldError
 from . import paths
 from .paths import ROOT, datasets_dir
 
-TEMPLATES = ("chat", "dschat", "plain")
 SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 _SUFFIX_LIST = "/".join(SUFFIXES)  # ".jsonl/.json/.csv/.tsv/.parquet", for messages
 MAX_FOLDER_ENTRIES = 10_000  # a folder given as a dataset is walked at most this far
