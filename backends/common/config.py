@@ -643,16 +643,16 @@ class GenerationFields:
         "training", "Sample", "采样",
         "Off = greedy (repeatable, what DeepSpeed-Chat's prompt_eval does by default); on = sample with the "
         "temperature / top-p / top-k below, from the seed.",
-        "关闭 = 贪心解码（可复现，DeepSpeed-Chat 的 prompt_eval 默认方式）；开启 = 按下面的温度 / top-p / top-k 从种子开始采样。"))
+        "关闭 = 贪心解码（可复现，DeepSpeed-Chat 的 prompt_eval 默认方式）；开启 = 按下面的温度 / top_p / top_k 从种子开始采样。"))
     temperature: float = dataclasses.field(default=0.7, metadata=meta(
         "training", "Temperature", "温度", "Sampling temperature (only with Sample).", "采样温度（仅在采样时生效）。",
         min=0, min_exclusive=True, max=5))
     top_p: float = dataclasses.field(default=0.9, metadata=meta(
-        "training", "Top-p", "Top-p", "Nucleus sampling: keep the smallest set of tokens with this total "
+        "training", "Top-p", "核采样 top_p", "Nucleus sampling: keep the smallest set of tokens with this total "
         "probability (only with Sample).", "核采样：保留累计概率达到此值的最小 token 集合（仅在采样时生效）。",
         min=0, min_exclusive=True, max=1))
     top_k: int = dataclasses.field(default=50, metadata=meta(
-        "training", "Top-k", "Top-k", "Sample among the k most likely tokens; 0 = no limit (only with Sample).",
+        "training", "Top-k", "候选数 top_k", "Sample among the k most likely tokens; 0 = no limit (only with Sample).",
         "只在概率最高的 k 个 token 中采样；0 = 不限制（仅在采样时生效）。", min=0, max=1_000_000))
     repetition_penalty: float = dataclasses.field(default=1.0, metadata=meta(
         "training", "Repetition penalty", "重复惩罚", "> 1 discourages repeating tokens (1 = off).",
