@@ -109,3 +109,68 @@ def test_train_and_recipe_endpoints_take_named_fields(start_studio, studio_data_
     assert run_cfg["dataset"] == training.load_recipes("sft")["cpu-demo-smollm2"]["config"]["dataset"]
     store = JobStore(dd / "jobs.sqlite")
     wait_for(lambda: store.get(job_id)["status"] not in ("queued", "running"), 60, what=f"{job_id} to stop")
+
+
+# ------------------------------------------------------------------------------ the page
+@pytest.mark.browser
+def test_save_as_recipe_in_the_page_lists_it_and_delete_removes_it(start_studio, studio_data_dir, page):
+    def fill(elem_id: str, value: str) -> None:
+        page.locator(f"#{elem_id} input, #{elem_id} textarea").first.fill(value)
+
+    dd = studio_data_dir
+    studio = start_studio("--no-prepare", "--offline", data_dir=dd)
+    page.goto(studio.url)
+    page.get_by_role("tab", name="Reward model").click()
+    error = page.locator("#reward-error")
+    recipe_box = page.locator("#reward-recipe input")
+
+    # a bad field: the same message as Train (by its label, next to Train), nothing written
+    fill("reward-learning_rate", "abc")
+    fill("reward-recipe-name", "my-rm")
+    page.locator("#reward-recipe-save").click()
+    error.get_by_text("Learning rate:").wait_for(timeout=30_000)
+    assert not (dd / "recipes").exists() or not list((dd / "recipes").iterdir())
+    # a bad name is named by the name box's label
+    fill("reward-learning_rate", "2e-4")
+    fill("reward-recipe-name", "../my rm")
+    page.locator("#reward-recipe-save").click()
+    error.get_by_text("Save as recipe: name:").wait_for(timeout=30_000)
+
+    # saved: on disk, listed and selected as "my-rm (saved)", its values in the form
+    fill("reward-recipe-name", "my-rm")
+    fill("reward-max_steps", "5")
+    page.locator("#reward-recipe-save").click()
+    page.wait_for_function("() => document.querySelector('#reward-recipe input').value === 'my-rm (saved)'",
+                           timeout=30_000)
+    saved = yaml.safe_load((dd / "recipes" / "my-rm.yaml").read_text())
+    assert saved["config"]["learning_rate"] == 2e-4 and saved["config"]["max_steps"] == 5
+    assert not error.inner_text().strip()
+    recipe_box.click()
+    options = page.get_by_role("option")
+    options.first.wait_for(timeout=10_000)
+    names = [n.replace("✓", "").strip() for n in options.all_inner_texts()]  # the selected one has a tick
+    assert "cpu-demo-smollm2-rm" in names and "my-rm (saved)" in names
+    page.get_by_role("option", name="cpu-demo-smollm2-rm").click()
+    page.wait_for_function("() => document.querySelector('#reward-max_steps input').value === '12'", timeout=30_000)
+
+    # a shipped recipe cannot be deleted
+    page.locator("#reward-recipe-delete").click()
+    error.get_by_text("cannot be deleted").wait_for(timeout=30_000)
+    assert (training.RECIPES_DIR / "cpu-demo-smollm2-rm.yaml").exists()
+
+    # a recipe saved elsewhere (another browser, by hand) is listed when the tab is opened again
+    training.save_user_recipe(dd, "reward", "from-elsewhere", "", saved["config"], saved["launcher"])
+    page.get_by_role("tab", name="SFT").click()
+    page.get_by_role("tab", name="Reward model").click()
+    recipe_box.click()
+    page.get_by_role("option", name="from-elsewhere (saved)").wait_for(timeout=30_000)
+    page.get_by_role("option", name="my-rm (saved)").click()
+    page.wait_for_function("() => document.querySelector('#reward-max_steps input').value === '5'", timeout=30_000)
+    page.locator("#reward-recipe-delete").click()
+    page.wait_for_function("() => document.querySelector('#reward-recipe input').value === ''", timeout=30_000)
+    assert not (dd / "recipes" / "my-rm.yaml").exists()
+    assert page.locator("#reward-max_steps input").input_value() == "5"  # the form stays as it was
+    recipe_box.click()
+    page.get_by_role("option", name="from-elsewhere (saved)").wait_for(timeout=10_000)
+    assert not any("my-rm" in n for n in page.get_by_role("option").all_inner_texts())
+    assert _no_jobs(dd)
