@@ -68,9 +68,9 @@ def test_train_and_recipe_endpoints_take_named_fields(start_studio, studio_data_
     # every field is a named parameter with the default recipe's value as its default
     params = {p["parameter_name"]: p for p in c.view_api(print_info=False, return_format="dict")
               ["named_endpoints"]["/reward_train"]["parameters"]}
-    assert params["learning_rate"]["parameter_has_default"] and params["learning_rate"]["parameter_default"] == 1e-3
-    assert params["max_steps"]["parameter_default"] == 12 and params["launcher"]["parameter_default"] == "accelerate"
-    assert params["recipe"]["parameter_default"] == "cpu-demo-smollm2-rm"
+    assert params["learning_rate"]["parameter_has_default"] and params["learning_rate"]["parameter_default"] == "0.001"
+    assert params["max_steps"]["parameter_default"] == "12" and params["launcher"]["parameter_default"] == "accelerate"
+    assert params["recipe"]["parameter_default"] == "cpu-demo-smollm2-rm" and params["learning_rate"]["label"] == "Learning rate"
     assert all(p["parameter_has_default"] for p in params.values())
 
     # a bad value: the error names the field by its label (and parameter name); nothing is queued

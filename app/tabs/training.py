@@ -44,11 +44,6 @@ LAUNCH_LABELS = {"launcher": "launch.launcher", "preset": "launch.preset", "num_
                  "hostfile_text": "launch.hostfile"}
 # The recipe row's own inputs (a FieldError names them like a form field).
 RECIPE_LABELS = {"recipe": "train.recipe", "recipe_name": "recipe.name"}
-# The API endpoints' type of a schema field (a form sends text: strings are always accepted and coerced).
-API_TYPES = {"bool": bool, "int": int | str, "float": float | str, "str": str}
-LAUNCH_API_TYPES = {"launcher": str, "preset": str, "num_processes": int | str, "zero_stage": int | str | None,
-                    "offload": bool, "num_machines": int | str, "machine_rank": int | str, "main_ip": str,
-                    "main_port": int | str, "hostfile_text": str}
 ACTIVE = ("queued", "running")
 LOG_BYTES = 20_000  # the log tail a page shows (≈250 lines)
 POLL_SECONDS = 3.0  # a followed job's status, plot and log (each poll costs the page ≈0.09 CPU s in the Gradio 6
@@ -293,36 +288,16 @@ def spec_from_form(launcher, preset, nproc, zero, offload, machines, rank, main_
                       hostfile_text=hostfile or "")
 
 
-def api_parameters(descs: list[dict], recipe: dict) -> list[inspect.Parameter]:
-    """One keyword parameter per form field and launcher field, its default from the recipe (else the schema's or
-    LaunchSpec's): what the named API endpoints take, so a caller names only what it changes."""
-    config, launch = recipe.get("config") or {}, {**LaunchSpec().to_dict(), **(recipe.get("launcher") or {})}
-    params = []
-    for d in descs:
-        tp = API_TYPES.get(d["type"], str)
-        default = config.get(d["name"], d["default"])
-        if default is None:
-            tp = tp | None
-        params.append(inspect.Parameter(d["name"], inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
-                                        annotation=tp))
-    for name in LAUNCH_LABELS:
-        params.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=launch.get(name),
-                                        annotation=LAUNCH_API_TYPES[name]))
-    return params
-
-
-def named_endpoint(impl, params: list[inspect.Parameter], doc: str):
-    """A function with a real signature (names, types, defaults) for gr.api: Gradio reads `__signature__` for the
-    endpoint's parameter names and defaults and `__annotations__` for their types; `impl` gets them as one dict."""
-    sig = inspect.Signature(params, return_annotation=str)
+def named_endpoint(impl, names: list[str], doc: str):
+    """A function whose signature names its parameters, for an API-only event: Gradio reads `__signature__` for
+    the endpoint's parameter names (its defaults are the input components' initial values); `impl` gets the
+    values as one dict."""
+    sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
 
     def endpoint(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return impl(dict(bound.arguments))
+        return impl(dict(sig.bind(*args, **kwargs).arguments))
 
     endpoint.__signature__ = sig
-    endpoint.__annotations__ = {**{p.name: p.annotation for p in params}, "return": str}
     endpoint.__doc__ = doc
     return endpoint
 
@@ -350,7 +325,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
                                    "train.recipe")
                 recipe_md = gr.Markdown(recipe_description(base, lang), elem_id=f"{kid}-recipe-desc")
             with gr.Row(equal_height=True):  # Save as recipe: the form as <data-dir>/recipes/<name>.yaml
-                recipe_name = ctx.tr(gr.Textbox("", label=t("recipe.name", lang), placeholder="my-recipe",
+                recipe_name = ctx.tr(gr.Textbox("", label=t("recipe.name", lang), placeholder="my_lora_v1",
                                                 max_lines=1, elem_id=f"{kid}-recipe-name", scale=2), "recipe.name")
                 recipe_desc = ctx.tr(gr.Textbox("", label=t("recipe.description", lang), max_lines=1,
                                                 elem_id=f"{kid}-recipe-description", scale=3), "recipe.description")
@@ -468,7 +443,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
 
     def apply_recipe(name):
         r = load_recipes(kid, ctx.data_dir).get(name) if name else None
-        if not r:  # none selected (its saved recipe was just deleted): the form stays as it is
+        if not r:  # deleted meanwhile (another browser): the form stays as it is
             return [*[gr.skip()] * len(all_inputs), ""]
         return [*form_values(descs, r.get("config", {}), r.get("launcher", {})), recipe_description(r, ctx.lang)]
 
@@ -500,17 +475,17 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             config, launch = recipe_body(list(values))
             save_user_recipe(ctx.data_dir, kid, name, description, config, launch)
         except FieldError as e:
-            return gr.skip(), error_outputs(e)
+            return gr.skip(), gr.skip(), error_outputs(e)
         gr.Info(t("recipe.saved", ctx.lang).format(name=name))
-        return refresh_recipes(name), ""
+        return refresh_recipes(name), (description or "").strip(), ""
 
     def delete_recipe(name):
         try:
             delete_user_recipe(ctx.data_dir, kid, name)
         except FieldError as e:
-            return gr.skip(), error_outputs(e)
+            return gr.skip(), gr.skip(), error_outputs(e)
         gr.Info(t("recipe.deleted", ctx.lang).format(name=name))
-        return refresh_recipes(None), ""
+        return refresh_recipes(None), "", ""
 
     def current_job(job_id):
         """The tab's job: the one this browser started, else the newest of this kind (any browser)."""
@@ -549,11 +524,13 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
     for comp in all_inputs:
         comp.change(edited, inputs=[error_box, *all_inputs], outputs=[command, error_box],
                     show_progress="hidden", api_name=False)
-    recipe_dd.change(apply_recipe, inputs=recipe_dd, outputs=[*[fields[d["name"]] for d in descs],
-                                                              *launch_inputs, recipe_md], api_name=False)
-    save_btn.click(save_recipe, inputs=[recipe_name, recipe_desc, *all_inputs], outputs=[recipe_dd, error_box],
-                   api_name=False)
-    delete_btn.click(delete_recipe, inputs=recipe_dd, outputs=[recipe_dd, error_box], api_name=False)
+    # .input (a pick in the dropdown), not .change: a choices refresh (tab opened, language switched, a recipe saved
+    # or deleted) must not reload the form over the user's edits
+    recipe_dd.input(apply_recipe, inputs=recipe_dd, outputs=[*[fields[d["name"]] for d in descs],
+                                                             *launch_inputs, recipe_md], api_name=False)
+    save_btn.click(save_recipe, inputs=[recipe_name, recipe_desc, *all_inputs],
+                   outputs=[recipe_dd, recipe_md, error_box], api_name=False)
+    delete_btn.click(delete_recipe, inputs=recipe_dd, outputs=[recipe_dd, recipe_md, error_box], api_name=False)
     train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command, error_box],
                     api_name=False).then(follow, inputs=job_state, outputs=poll_outputs, api_name=False,
                                                    show_progress="hidden")
@@ -561,22 +538,21 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         follow, inputs=job_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
     timer.tick(tick, inputs=job_state, outputs=poll_outputs, show_progress="hidden", api_name=False)
 
-    # The named API endpoints (gradio_client): every form and launcher field by name, defaulted from the kind's
-    # default recipe, so a caller naming only what it changes keeps working when a field is added.
+    # The named API endpoints (gradio_client): every form and launcher field by name, its default the form's initial
+    # value (the kind's default recipe), so a caller naming only what it changes keeps working when a field is
+    # added. API-only events of hidden buttons on the form's own components: gr.api would add an Api component per
+    # parameter to the page (≈300), and the Gradio 6 frontend pays for every component on each event.
     clash = set(field_names) & {*LAUNCH_LABELS, "recipe", "name", "description"}
     assert not clash, f"{kid}: schema fields {clash} clash with the API's own parameters"
-    form_params = api_parameters(descs, base)
+    api_names = [*field_names, *LAUNCH_LABELS]
 
     def api_error(e: FieldError) -> gr.Error:
         return gr.Error(f"{field_label(e.field, descs, ctx.lang)} ({e.field}): {e.message}", print_exception=False)
 
-    def api_values(args: dict) -> list:
-        return [args[n] for n in field_names] + [args[n] for n in LAUNCH_LABELS]
-
     def api_train(args: dict) -> str:
         recipe = str(args.pop("recipe") or "")
         try:
-            cfg, spec = collect(api_values(args), recipe)
+            cfg, spec = collect([args[n] for n in api_names], recipe)
             tk.validate(cfg)
             return engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe)
         except FieldError as e:
@@ -584,8 +560,8 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
 
     def api_save(args: dict) -> str:
         try:
-            name = check_recipe_name(args.pop("name"))
-            config, launch = recipe_body(api_values(args))
+            name = check_recipe_name(args["name"])
+            config, launch = recipe_body([args[n] for n in api_names])
             save_user_recipe(ctx.data_dir, kid, name, args.get("description") or "", config, launch)
         except FieldError as e:
             raise api_error(e) from None
@@ -596,20 +572,20 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             delete_user_recipe(ctx.data_dir, kid, args["name"])
         except FieldError as e:
             raise api_error(e) from None
-        return args["name"]
+        return str(args["name"]).strip()
 
-    def _str(name, default=inspect.Parameter.empty):
-        return inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=str)
-
-    gr.api(named_endpoint(api_train, [*form_params, _str("recipe", tk.default_recipe)],
-                          f"Queue a {kid} job (the {kid} tab's Train). Every form field is a named parameter, "
-                          f"defaulted from the recipe {tk.default_recipe}; returns the job id."),
-           api_name=f"{kid}_train")
-    gr.api(named_endpoint(api_save, [_str("name"), _str("description", ""), *form_params],
-                          f"Save the given fields as the {kid} recipe <data-dir>/recipes/<name>.yaml; returns the name."),
-           api_name=f"{kid}_save_recipe")
-    gr.api(named_endpoint(api_delete, [_str("name")], f"Delete a saved {kid} recipe (never a shipped one)."),
-           api_name=f"{kid}_delete_recipe")
+    api_out = gr.Textbox(visible=False, label="result", elem_id=f"{kid}-api-result")
+    for api_name, impl, names, inputs, doc in (
+            (f"{kid}_train", api_train, [*api_names, "recipe"], [*all_inputs, recipe_dd],
+             f"Queue a {kid} job (the tab's Train): every field by name, defaulting to the recipe "
+             f"{tk.default_recipe}; returns the job id."),
+            (f"{kid}_save_recipe", api_save, ["name", "description", *api_names], [recipe_name, recipe_desc, *all_inputs],
+             f"Save the fields as the {kid} recipe <data-dir>/recipes/<name>.yaml; returns the name."),
+            (f"{kid}_delete_recipe", api_delete, ["name"], [recipe_name],
+             f"Delete the saved {kid} recipe <name> (never a shipped one); returns the name.")):
+        gr.Button(visible=False, elem_id=f"{kid}-api-{api_name}").click(
+            named_endpoint(impl, names, doc), inputs=inputs, outputs=api_out, api_name=api_name, preprocess=False,
+            show_progress="hidden")
 
     def refresh_datasets():
         """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
