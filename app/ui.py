@@ -127,6 +127,8 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         if key == "reward":  # its finished reward models, listed again when the tab is opened
                             pair = reward.build_score_pair(ctx)
                             tab.select(pair["refresh"], outputs=pair["model"], api_name=False, show_progress="hidden")
+                        tab.select(comps["refresh_recipes"], outputs=comps["recipe"], api_name=False,
+                                   show_progress="hidden")  # recipes saved since (in another browser too)
                         if comps["dataset_fields"]:  # list studio datasets saved since the page was built
                             tab.select(comps["refresh_datasets"], outputs=comps["dataset_fields"], api_name=False,
                                        show_progress="hidden")

@@ -125,22 +125,31 @@ def test_job_side_cannot_leave_runs(sec):
 
 
 # ---------------------------------------------------------------------- 2. dataset / prompt fields
+def _train_error(c, **fields) -> str:
+    """/sft_train with named fields (issue 13): a bad one raises, naming the field's label and parameter."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as e:
+        c.predict(**fields, api_name="/sft_train")
+    return str(e.value)
+
+
 def test_sft_dataset_field_is_confined_to_the_data_dir(sec):
     c, dd = sec.client, sec.dd
-    msg = c.predict(param_2=str(sec.base / "outside.jsonl"), api_name="/sft_train")
-    assert msg == (f"⚠ dataset: {sec.base / 'outside.jsonl'} is outside the data dir {dd}; put the file under "
-                   f"{dd / 'datasets'} or upload it")
+    msg = _train_error(c, dataset=str(sec.base / "outside.jsonl"))
+    assert msg == (f"Dataset (dataset): {sec.base / 'outside.jsonl'} is outside the data dir {dd}; put the file "
+                   f"under {dd / 'datasets'} or upload it")
     # issue 11: a relative path out of the data dir said "unsupported file type ''"
-    msg = c.predict(param_2="../../etc/passwd", api_name="/sft_train")
+    msg = _train_error(c, dataset="../../etc/passwd")
     assert "outside the data dir" in msg and "unsupported" not in msg
     # a link inside the data dir to a file outside
     (dd / "datasets").mkdir(exist_ok=True)
     (dd / "datasets" / "link.jsonl").symlink_to(sec.base / "outside.jsonl")
-    msg = c.predict(param_2="datasets/link.jsonl", api_name="/sft_train")
+    msg = _train_error(c, dataset="datasets/link.jsonl")
     assert "outside the data dir" in msg and "links to" in msg
     # the file-type list names .tsv, as the field's help does
     (dd / "datasets" / "notes.txt").write_text("prompt,response\n")
-    msg = c.predict(param_2="datasets/notes.txt", api_name="/sft_train")
+    msg = _train_error(c, dataset="datasets/notes.txt")
     assert "use .jsonl, .json, .csv, .tsv or .parquet" in msg
     assert not list((dd / "runs").iterdir())
 

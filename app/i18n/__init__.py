@@ -203,6 +203,14 @@ STRINGS: dict[str, dict[str, str]] = {
     "train.nothing_to_stop": {"en": "No running or queued job to stop.", "zh": "没有可停止的运行中或排队任务。"},
     # training-tab widgets: status line, curves, Stop feedback (issue 11)
     "train.already_stopping": {"en": "{job} is already stopping.", "zh": "{job} 已在停止中。"},
+    # Save as recipe (a training tab's recipe row; <data-dir>/recipes/<name>.yaml)
+    "recipe.name": {"en": "Save as recipe: name", "zh": "另存为配方：名称"},
+    "recipe.description": {"en": "Description (optional)", "zh": "说明（可选）"},
+    "recipe.save": {"en": "Save as recipe", "zh": "另存为配方"},
+    "recipe.delete": {"en": "Delete recipe", "zh": "删除配方"},
+    "recipe.saved_label": {"en": "{name} (saved)", "zh": "{name}（已保存）"},
+    "recipe.saved": {"en": "Recipe {name} saved.", "zh": "配方 {name} 已保存。"},
+    "recipe.deleted": {"en": "Recipe {name} deleted.", "zh": "配方 {name} 已删除。"},
     "jobs.nothing_to_stop": {"en": "{job} is {status}: nothing to stop.", "zh": "{job} 状态为 {status}：无需停止。"},
     "prog.none": {"en": "no job yet", "zh": "暂无任务"},
     "prog.step": {"en": "step", "zh": "步"},

@@ -9,10 +9,13 @@ browser sees the same job and a reload re-attaches to it.
 from __future__ import annotations
 
 import html
+import inspect
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
+from pathlib import Path
 
 import gradio as gr
 import yaml
@@ -39,19 +42,99 @@ LAUNCH_LABELS = {"launcher": "launch.launcher", "preset": "launch.preset", "num_
                  "zero_stage": "launch.zero", "offload": "launch.offload", "num_machines": "launch.machines",
                  "machine_rank": "launch.rank", "main_ip": "launch.main_ip", "main_port": "launch.main_port",
                  "hostfile_text": "launch.hostfile"}
+# The recipe row's own inputs (a FieldError names them like a form field).
+RECIPE_LABELS = {"recipe": "train.recipe", "recipe_name": "recipe.name"}
 ACTIVE = ("queued", "running")
 LOG_BYTES = 20_000  # the log tail a page shows (≈250 lines)
 POLL_SECONDS = 3.0  # a followed job's status, plot and log (each poll costs the page ≈0.09 CPU s in the Gradio 6
 #                     frontend, see app/ui.py); elapsed ticks every second in the page itself
 
 
-def load_recipes(kind: str) -> dict[str, dict]:
+USER_RECIPES = "recipes"  # <data-dir>/recipes/<name>.yaml: recipes saved from a tab ("Save as recipe")
+RECIPE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
+
+
+def _read_recipes(folder: Path, kind: str, saved: bool) -> dict[str, dict]:
     out = {}
-    for p in sorted(RECIPES_DIR.glob("*.yaml")):
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        if data.get("kind") == kind:
-            out[p.stem] = data
+    for p in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # a broken hand-edited file does not take the tab down; it is just not listed
+        if isinstance(data, dict) and data.get("kind") == kind:
+            out[p.stem] = {**data, "saved": saved}
     return out
+
+
+def load_recipes(kind: str, data_dir: str | Path | None = None) -> dict[str, dict]:
+    """The shipped recipes of a kind (presets/recipes), then the ones saved in the data dir (``saved: True``).
+
+    A saved recipe never shadows a shipped one (saving refuses such a name; a file put there by hand is skipped)."""
+    out = _read_recipes(RECIPES_DIR, kind, saved=False)
+    if data_dir is not None:
+        for name, data in _read_recipes(Path(data_dir) / USER_RECIPES, kind, saved=True).items():
+            out.setdefault(name, data)
+    return out
+
+
+def recipe_choices(recipes: dict[str, dict], lang: str) -> list[tuple[str, str]]:
+    """The recipe dropdown's (label, name) pairs: a saved recipe is labelled "<name> (saved)"."""
+    return [(t("recipe.saved_label", lang).format(name=n) if r.get("saved") else n, n) for n, r in recipes.items()]
+
+
+def check_recipe_name(name: str) -> str:
+    """The name a recipe is saved under, or FieldError("recipe_name") saying why not."""
+    name = (name or "").strip()
+    if name.endswith(".yaml"):
+        name = name[:-5]
+    if not name:
+        raise FieldError("recipe_name", "is empty; type a name for the recipe, e.g. my-lora-run")
+    if not RECIPE_NAME_RE.fullmatch(name) or ".." in name:
+        raise FieldError("recipe_name", f"{name!r} may use only letters, digits, - _ and . (no spaces, no / or \\, "
+                                        "at most 80 characters, starting with a letter or digit)")
+    if (RECIPES_DIR / f"{name}.yaml").exists():
+        raise FieldError("recipe_name", f"{name!r} is a shipped recipe (presets/recipes/{name}.yaml); a saved recipe "
+                                        "cannot replace it: choose another name")
+    return name
+
+
+def save_user_recipe(data_dir: str | Path, kind: str, name: str, description: str, config: dict,
+                     launcher: dict) -> Path:
+    """Write <data-dir>/recipes/<name>.yaml (the shape of presets/recipes/*.yaml) atomically, mode 0600."""
+    name = check_recipe_name(name)
+    folder = Path(data_dir) / USER_RECIPES
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    body = {"kind": kind, "name": name, "description": (description or "").strip(), "launcher": launcher,
+            "config": config}
+    text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    target = folder / f"{name}.yaml"
+    tmp = folder / f".{name}.yaml.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def delete_user_recipe(data_dir: str | Path, kind: str, name: str) -> None:
+    """Remove a saved recipe; a shipped one (or an unknown name) raises FieldError("recipe")."""
+    name = (name or "").strip()
+    recipes = load_recipes(kind, data_dir)
+    if not name:
+        raise FieldError("recipe", "no recipe is selected; pick a saved recipe to delete")
+    if name not in recipes:
+        raise FieldError("recipe", f"there is no {kind} recipe {name!r}")
+    if not recipes[name].get("saved"):
+        raise FieldError("recipe", f"{name!r} is a shipped recipe (presets/recipes) and cannot be deleted; only "
+                                   "recipes saved with Save as recipe can")
+    (Path(data_dir) / USER_RECIPES / f"{name}.yaml").unlink(missing_ok=True)
 
 
 def format_eta(seconds: float | None) -> str:
@@ -118,7 +201,8 @@ def field_label(name: str, descs: list[dict], lang: str) -> str:
     for d in descs:
         if d["name"] == name:
             return d["label_zh"] if lang == "zh" else d["label"]
-    return t(LAUNCH_LABELS[name], lang) if name in LAUNCH_LABELS else name
+    key = LAUNCH_LABELS.get(name) or RECIPE_LABELS.get(name)
+    return t(key, lang) if key else name
 
 
 def field_error_html(label: str, message: str) -> str:
@@ -204,6 +288,20 @@ def spec_from_form(launcher, preset, nproc, zero, offload, machines, rank, main_
                       hostfile_text=hostfile or "")
 
 
+def named_endpoint(impl, names: list[str], doc: str):
+    """A function whose signature names its parameters, for an API-only event: Gradio reads `__signature__` for
+    the endpoint's parameter names (its defaults are the input components' initial values); `impl` gets the
+    values as one dict."""
+    sig = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names])
+
+    def endpoint(*args, **kwargs):
+        return impl(dict(sig.bind(*args, **kwargs).arguments))
+
+    endpoint.__signature__ = sig
+    endpoint.__doc__ = doc
+    return endpoint
+
+
 def recipe_description(recipe: dict, lang: str) -> str:
     return recipe.get("description_zh" if lang == "zh" else "description", "") or recipe.get("description", "")
 
@@ -213,7 +311,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
     lang = ctx.lang
     engine = ctx.engine
     descs = [d for d in cfgmod.field_descriptors(tk.schema) if d["name"] not in ENGINE_FIELDS]
-    recipes = load_recipes(tk.name)
+    recipes = load_recipes(tk.name, ctx.data_dir)
     base = recipes.get(tk.default_recipe, {})
     kid = tk.name
 
@@ -221,10 +319,20 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
     with gr.Row():
         with gr.Column(scale=5):
             with gr.Row():
-                recipe_dd = ctx.tr(gr.Dropdown(list(recipes), value=tk.default_recipe if recipes else None,
+                recipe_dd = ctx.tr(gr.Dropdown(recipe_choices(recipes, lang),
+                                               value=tk.default_recipe if tk.default_recipe in recipes else None,
                                                label=t("train.recipe", lang), elem_id=f"{kid}-recipe", scale=3),
                                    "train.recipe")
                 recipe_md = gr.Markdown(recipe_description(base, lang), elem_id=f"{kid}-recipe-desc")
+            with gr.Row(equal_height=True):  # Save as recipe: the form as <data-dir>/recipes/<name>.yaml
+                recipe_name = ctx.tr(gr.Textbox("", label=t("recipe.name", lang), placeholder="my_lora_v1",
+                                                max_lines=1, elem_id=f"{kid}-recipe-name", scale=2), "recipe.name")
+                recipe_desc = ctx.tr(gr.Textbox("", label=t("recipe.description", lang), max_lines=1,
+                                                elem_id=f"{kid}-recipe-description", scale=3), "recipe.description")
+                save_btn = ctx.tr(gr.Button(t("recipe.save", lang), size="sm", elem_id=f"{kid}-recipe-save",
+                                            scale=1), "recipe.save")
+                delete_btn = ctx.tr(gr.Button(t("recipe.delete", lang), size="sm", variant="stop",
+                                              elem_id=f"{kid}-recipe-delete", scale=1), "recipe.delete")
             for group in GROUP_ORDER:
                 gdescs = [d for d in descs if d["group"] == group]
                 if not gdescs:
@@ -290,7 +398,8 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
     launch_inputs = [launcher, preset, nproc, zero, offload, machines, mrank, main_ip, main_port, hostfile]
     all_inputs = [*fields.values(), *launch_inputs]
     elem_ids = {**{n: c.elem_id for n, c in fields.items()},
-                **{n: c.elem_id for n, c in zip(LAUNCH_LABELS, launch_inputs)}}
+                **{n: c.elem_id for n, c in zip(LAUNCH_LABELS, launch_inputs)},
+                "recipe": recipe_dd.elem_id, "recipe_name": recipe_name.elem_id}
     follower = Follower(engine, tk.series)
     memo = SessionMemo()  # what each browser's poll last sent
     timer = gr.Timer(POLL_SECONDS, active=False)  # only while this tab is shown and its job can still change
@@ -333,18 +442,50 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         return job_id, job_command(engine.get(job_id)), ""
 
     def apply_recipe(name):
-        r = recipes.get(name)
-        if not r:
-            raise gr.Error(f"recipe: unknown {name!r}")
+        r = load_recipes(kid, ctx.data_dir).get(name) if name else None
+        if not r:  # deleted meanwhile (another browser): the form stays as it is
+            return [*[gr.skip()] * len(all_inputs), ""]
         return [*form_values(descs, r.get("config", {}), r.get("launcher", {})), recipe_description(r, ctx.lang)]
 
     def relabel(new_lang, name):
-        """On a language switch: the shown recipe's description and the dataset choices in that language."""
+        """On a language switch: the shown recipe's description, the recipe and dataset choices in that language."""
         from app.tabs.datasets import dataset_choices
 
         lang_ = new_lang if new_lang in ("en", "zh") else ctx.lang
-        return [recipe_description(recipes.get(name) or {}, lang_),
+        recipes_ = load_recipes(kid, ctx.data_dir)
+        return [recipe_description(recipes_.get(name) or {}, lang_), gr.update(choices=recipe_choices(recipes_, lang_)),
                 *[gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], lang_)) for d in dataset_descs]]
+
+    def refresh_recipes(*select):
+        """The recipe dropdown's choices as the data dir has them now (shipped + saved), and `select` if given."""
+        choices = recipe_choices(load_recipes(kid, ctx.data_dir), ctx.lang)
+        return gr.update(choices=choices, value=select[0]) if select else gr.update(choices=choices)
+
+    def recipe_body(values: list) -> tuple[dict, dict]:
+        """The form as a recipe's config: (its non-engine fields) and launcher blocks, validated by the schema."""
+        cfg, spec = collect(values)
+        config = {k: v for k, v in cfgmod.to_dict(cfg).items() if k not in ENGINE_FIELDS}
+        launch = spec.to_dict()
+        return config, {k: launch[k] for k in LAUNCH_LABELS}
+
+    def save_recipe(name, description, *values):
+        """Save as recipe: a bad field or name is shown like Train's error; the dropdown then lists and selects it."""
+        try:
+            name = check_recipe_name(name)
+            config, launch = recipe_body(list(values))
+            save_user_recipe(ctx.data_dir, kid, name, description, config, launch)
+        except FieldError as e:
+            return gr.skip(), gr.skip(), error_outputs(e)
+        gr.Info(t("recipe.saved", ctx.lang).format(name=name))
+        return refresh_recipes(name), (description or "").strip(), ""
+
+    def delete_recipe(name):
+        try:
+            delete_user_recipe(ctx.data_dir, kid, name)
+        except FieldError as e:
+            return gr.skip(), gr.skip(), error_outputs(e)
+        gr.Info(t("recipe.deleted", ctx.lang).format(name=name))
+        return refresh_recipes(None), "", ""
 
     def current_job(job_id):
         """The tab's job: the one this browser started, else the newest of this kind (any browser)."""
@@ -383,14 +524,68 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
     for comp in all_inputs:
         comp.change(edited, inputs=[error_box, *all_inputs], outputs=[command, error_box],
                     show_progress="hidden", api_name=False)
-    recipe_dd.change(apply_recipe, inputs=recipe_dd, outputs=[*[fields[d["name"]] for d in descs],
-                                                              *launch_inputs, recipe_md], api_name=False)
+    # .input (a pick in the dropdown), not .change: a choices refresh (tab opened, language switched, a recipe saved
+    # or deleted) must not reload the form over the user's edits
+    recipe_dd.input(apply_recipe, inputs=recipe_dd, outputs=[*[fields[d["name"]] for d in descs],
+                                                             *launch_inputs, recipe_md], api_name=False)
+    save_btn.click(save_recipe, inputs=[recipe_name, recipe_desc, *all_inputs],
+                   outputs=[recipe_dd, recipe_md, error_box], api_name=False)
+    delete_btn.click(delete_recipe, inputs=recipe_dd, outputs=[recipe_dd, recipe_md, error_box], api_name=False)
     train_btn.click(train, inputs=[recipe_dd, *all_inputs], outputs=[job_state, command, error_box],
-                    api_name=f"{kid}_train").then(follow, inputs=job_state, outputs=poll_outputs, api_name=False,
+                    api_name=False).then(follow, inputs=job_state, outputs=poll_outputs, api_name=False,
                                                    show_progress="hidden")
     stop_btn.click(stop, inputs=job_state, outputs=None, api_name=f"{kid}_stop").then(
         follow, inputs=job_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
     timer.tick(tick, inputs=job_state, outputs=poll_outputs, show_progress="hidden", api_name=False)
+
+    # The named API endpoints (gradio_client): every form and launcher field by name, its default the form's initial
+    # value (the kind's default recipe), so a caller naming only what it changes keeps working when a field is
+    # added. API-only events of hidden buttons on the form's own components: gr.api would add an Api component per
+    # parameter to the page (≈300), and the Gradio 6 frontend pays for every component on each event.
+    clash = set(field_names) & {*LAUNCH_LABELS, "recipe", "name", "description"}
+    assert not clash, f"{kid}: schema fields {clash} clash with the API's own parameters"
+    api_names = [*field_names, *LAUNCH_LABELS]
+
+    def api_error(e: FieldError) -> gr.Error:
+        return gr.Error(f"{field_label(e.field, descs, ctx.lang)} ({e.field}): {e.message}", print_exception=False)
+
+    def api_train(args: dict) -> str:
+        recipe = str(args.pop("recipe") or "")
+        try:
+            cfg, spec = collect([args[n] for n in api_names], recipe)
+            tk.validate(cfg)
+            return engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe)
+        except FieldError as e:
+            raise api_error(e) from None
+
+    def api_save(args: dict) -> str:
+        try:
+            name = check_recipe_name(args["name"])
+            config, launch = recipe_body([args[n] for n in api_names])
+            save_user_recipe(ctx.data_dir, kid, name, args.get("description") or "", config, launch)
+        except FieldError as e:
+            raise api_error(e) from None
+        return name
+
+    def api_delete(args: dict) -> str:
+        try:
+            delete_user_recipe(ctx.data_dir, kid, args["name"])
+        except FieldError as e:
+            raise api_error(e) from None
+        return str(args["name"]).strip()
+
+    api_out = gr.Textbox(visible=False, label="result", elem_id=f"{kid}-api-result")
+    for api_name, impl, names, inputs, doc in (
+            (f"{kid}_train", api_train, [*api_names, "recipe"], [*all_inputs, recipe_dd],
+             f"Queue a {kid} job (the tab's Train): every field by name, defaulting to the recipe "
+             f"{tk.default_recipe}; returns the job id."),
+            (f"{kid}_save_recipe", api_save, ["name", "description", *api_names], [recipe_name, recipe_desc, *all_inputs],
+             f"Save the fields as the {kid} recipe <data-dir>/recipes/<name>.yaml; returns the name."),
+            (f"{kid}_delete_recipe", api_delete, ["name"], [recipe_name],
+             f"Delete the saved {kid} recipe <name> (never a shipped one); returns the name.")):
+        gr.Button(visible=False, elem_id=f"{kid}-api-{api_name}").click(
+            named_endpoint(impl, names, doc), inputs=inputs, outputs=api_out, api_name=api_name, preprocess=False,
+            show_progress="hidden")
 
     def refresh_datasets():
         """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
@@ -404,7 +599,8 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             "all_inputs": all_inputs, "descs": descs, "job_state": job_state, "refresh_datasets": refresh_datasets,
             "dataset_fields": [fields[d["name"]] for d in dataset_descs], "timer": timer,
             "follow": (follow, [job_state], poll_outputs),
-            "relabel": (relabel, [recipe_dd], [recipe_md, *[fields[d["name"]] for d in dataset_descs]])}
+            "recipe": recipe_dd, "refresh_recipes": refresh_recipes,
+            "relabel": (relabel, [recipe_dd], [recipe_md, recipe_dd, *[fields[d["name"]] for d in dataset_descs]])}
 
 
 def _to_widget_value(d: dict, v):
