@@ -250,7 +250,7 @@ def test_data_dir_and_what_the_studio_writes_are_private(sec):
     runs = list((dd / "runs").iterdir())
     assert len(runs) == 1
     job = runs[0].name
-    sec.client.predict(api_name="/refresh_table")  # the Jobs tab's list, as its timer refreshes it
+    sec.client.predict(job, api_name="/job_details")  # the Jobs tab shows it (its log, config, command)
     sec.client.predict(job, api_name="/job_stop")
     assert _mode(runs[0]) == 0o700
     files = [f for f in runs[0].iterdir() if f.is_file()]

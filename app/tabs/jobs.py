@@ -50,7 +50,8 @@ def build(ctx: StudioContext, training_tabs: dict) -> dict:
         ctx.tr_fn(table, lambda lang_: jobs_frame(engine.list_jobs(), lang_))
     with gr.Row():
         job_dd = ctx.tr(gr.Dropdown([j["id"] for j in engine.list_jobs()], value=None, label=t("jobs.pick", lang),
-                                    elem_id="jobs-pick", scale=3, allow_custom_value=False), "jobs.pick")
+                                    elem_id="jobs-pick", scale=3, allow_custom_value=True), "jobs.pick")
+        # any id is accepted (an API caller names a job newer than this page's list); the store knows the real ones
         stop_btn = ctx.tr(gr.Button(t("train.stop", lang), variant="stop", elem_id="jobs-stop"), "train.stop")
         resume_btn = ctx.tr(gr.Button(t("jobs.resume", lang), elem_id="jobs-resume"), "jobs.resume")
         rerun_btn = ctx.tr(gr.Button(t("jobs.rerun", lang), elem_id="jobs-rerun"), "jobs.rerun")
