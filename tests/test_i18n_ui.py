@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, Studio, free_port, wait_http
+from conftest import ROOT, Studio, doc_screenshot, free_port, wait_http
 
 ZH = "中文"
 
@@ -250,6 +250,8 @@ def test_chinese_page_has_no_english_left(studio, browser):
             page.locator("#ds-check").click()
             report_text(page, "p95")
             page.wait_for_timeout(800)
+        if key in ("environment", "reward"):  # the README shows the page in Chinese too
+            doc_screenshot(page, f"{key}-zh.png", studio.data_dir)
         texts = page.evaluate(_VISIBLE_TEXT_JS, [f"#tab-{key}", DATA_ONLY])
         if key == "environment":
             texts += page.evaluate(_VISIBLE_TEXT_JS, ["#studio-header", DATA_ONLY])

@@ -141,7 +141,8 @@ def test_following_a_running_job_ticks_elapsed_draws_live_and_then_stops_polling
     page.wait_for_timeout(3000)
     assert len(joins) == n, "an idle page keeps polling"
 
-    job_id, proc = fake_run.start(studio_data_dir, steps=5, interval=2.5, eval_every=0)
+    # long enough that the job still runs while elapsed is watched, even on a loaded machine
+    job_id, proc = fake_run.start(studio_data_dir, steps=8, interval=2.5, eval_every=0)
     try:
         page.get_by_role("tab", name="SFT").click()
         page.locator("#sft-progress").get_by_text(job_id).wait_for(timeout=30_000)
@@ -156,7 +157,7 @@ def test_following_a_running_job_ticks_elapsed_draws_live_and_then_stops_polling
         assert seen == sorted(seen), f"elapsed went back: {seen}"
         assert len(set(seen)) >= 3, f"elapsed did not tick every second: {seen}"
         page.locator("#sft-progress").get_by_text("succeeded").wait_for(timeout=60_000)
-        assert drawn(page, "#sft-plot")["loss"]["vertices"] == 5
+        assert drawn(page, "#sft-plot")["loss"]["vertices"] == 8
         page.wait_for_timeout(300)
         assert page.locator("#sft-log textarea").input_value().rstrip().endswith("===")  # the finish line
         assert log_at_end(page, "#sft-log textarea"), "the log does not follow its newest line"
