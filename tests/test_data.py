@@ -309,3 +309,21 @@ def test_cli_check_and_save(dd):
     assert "mine" in r.stdout and "sft" in r.stdout
     r = _cli("check", "Dahoas/rm-static", "--kind", "preference", "--data-dir", str(dd), "--offline")
     assert r.returncode == 1 and "save_to_disk" in r.stdout
+
+
+def test_replace_dir_swaps_a_folder_whole(tmp_path):
+    """Saving a dataset (or a checkpoint) again under the same name: the folder is the old one or the new one,
+    never a mix, and no aside copy is left behind."""
+    from backends.common.paths import replace_dir
+
+    dst, new = tmp_path / "ds", tmp_path / ".tmp-ds"
+    new.mkdir()
+    (new / "data.jsonl").write_text("new\n")
+    replace_dir(new, dst)  # first save: a plain rename
+    assert (dst / "data.jsonl").read_text() == "new\n" and not new.exists()
+    again = tmp_path / ".tmp-ds2"
+    again.mkdir()
+    (again / "other.txt").write_text("2\n")
+    replace_dir(again, dst)
+    assert sorted(p.name for p in dst.iterdir()) == ["other.txt"]  # nothing of the old folder is left in it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # and no .old- aside copy stays

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import paths
+
 try:
     from transformers import TrainerCallback
 except ImportError:  # pragma: no cover - transformers is a dependency of every LLM backend
@@ -206,15 +208,7 @@ def atomic_checkpoints(trainer) -> None:
             trainer._get_output_dir = original_dir
         barrier()  # every rank's shards, optimizer and RNG files are written
         if trainer.is_world_process_zero():
-            src, dst = os.path.join(staging, name), os.path.join(real, name)
-            if os.path.isdir(dst):  # the same step saved again: swap, then drop the old one
-                old = os.path.join(staging, name + ".old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.rename(dst, old)
-                os.rename(src, dst)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(src, dst)
+            paths.replace_dir(os.path.join(staging, name), os.path.join(real, name))  # the same step again: swapped
             try:
                 os.rmdir(staging)
             except OSError:

@@ -99,6 +99,22 @@ def join_inside(folder: str | os.PathLike, name: str, *, field: str, what: str) 
     return target
 
 
+def replace_dir(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Put the finished folder `src` at `dst` in one rename; an existing `dst` is moved aside first (to a hidden
+    sibling) and removed after, so `dst` is always either the old folder or the new one, never half of each."""
+    import shutil
+    import uuid
+
+    src, dst = Path(src), Path(dst)
+    if dst.exists():
+        old = dst.with_name(f".old-{dst.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(dst, old)
+        os.replace(src, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dst)
+
+
 def run_dir_of(run_dir: str, data_dir: str, default: str = "runs/manual") -> Path:
     """A backend's run folder: relative to the data dir when one is set, else to the working dir."""
     p = Path(run_dir or default).expanduser()

@@ -90,13 +90,7 @@ def save(name: str, rows: list[dict], report: Report, *, data_dir, source: str, 
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
         (tmp / STUDIO_CARD).write_text(yaml.safe_dump(card, allow_unicode=True, sort_keys=False), encoding="utf-8")
-        if target.exists():
-            old = root / f".old-{name}-{uuid.uuid4().hex[:8]}"
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
+        paths.replace_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
