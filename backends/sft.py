@@ -222,12 +222,8 @@ def build_trainer(cfg: SFTArgs, r: Resolved, *, callbacks: list | None = None, l
 
 def train(cfg: SFTArgs | dict, *, log=_log) -> dict[str, Any]:
     """Run SFT as configured; returns the end record (also the last line of metrics.jsonl)."""
-    from backends.common import distributed as dist
-
     cfg = _ensure_args(cfg)
-    if not cfg.deepspeed and dist.accelerate_deepspeed_config():
-        cfg.deepspeed = dist.accelerate_deepspeed_config()
-    r = resolve(cfg)
+    r = resolve(cfg)  # the DeepSpeed file of an `accelerate launch --use_deepspeed` config too (runner.resolve_job)
     dataset = ",".join(map(str, r.datasets))
     return trainer_lib.run(
         KIND, cfg, r, lambda callbacks: build_trainer(cfg, r, callbacks=callbacks, log=log),

@@ -20,7 +20,7 @@ import pandas as pd
 from app import kinds
 from app.context import StudioContext
 from app.i18n import t
-from app.tabs.training import _info_renderer, _label_renderer, progress_html
+from app.tabs.training import field_widget, progress_html
 from backends.common import config as cfglib
 from backends.common import paths
 from backends.common.errors import FieldError
@@ -88,18 +88,7 @@ def settings_from(*values) -> chat.GenSettings:
 
 def gen_widgets(ctx: StudioContext) -> list:
     """One widget per generation field, with the field's label and help (following the language switch)."""
-    out = []
-    for d in GEN_FIELDS:
-        label, info = _label_renderer(d), _info_renderer(d)
-        kw = dict(label=label(ctx.lang), info=info(ctx.lang), elem_id=GEN_ELEM_IDS.get(d["name"], f"ab-{d['name']}"))
-        if d["type"] == "bool":
-            w = gr.Checkbox(bool(d["default"]), **kw)
-        else:  # a text box: a typo reaches from_dict, which names the field
-            w = gr.Textbox(str(d["default"]), max_lines=1, **kw)
-        ctx.tr_fn(w, label, attr="label")
-        ctx.tr_fn(w, info, attr="info")
-        out.append(w)
-    return out
+    return [field_widget(d, d["default"], ctx, GEN_ELEM_IDS.get(d["name"], f"ab-{d['name']}")) for d in GEN_FIELDS]
 
 
 def new_state() -> dict:

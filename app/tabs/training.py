@@ -343,10 +343,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
                         with gr.Row():
                             for d in gdescs[row_start:row_start + 3]:
                                 initial = base.get("config", {}).get(d["name"], d["default"])
-                                fields[d["name"]] = _widget(d, initial, _label_renderer(d)(lang),
-                                                            _info_renderer(d)(lang), kid, ctx)
-                                ctx.tr_fn(fields[d["name"]], _label_renderer(d), attr="label")
-                                ctx.tr_fn(fields[d["name"]], _info_renderer(d), attr="info")
+                                fields[d["name"]] = field_widget(d, initial, ctx, f"{kid}-{d['name']}")
             with ctx.tr(gr.Accordion(t("group.launcher", lang), open=True, elem_id=f"{kid}-group-launcher"),
                         "group.launcher"):
                 lb = base.get("launcher", {})
@@ -431,11 +428,15 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
                 f"{{ border: 2px solid #dc2626 !important; background: #fef2f2 !important; }}</style>") if eid else ""
         return field_error_html(label, e.message) + mark
 
+    def submit(values: list, recipe: str) -> str:
+        """Train, for the page and the API: validate the form (no model load), queue the job; FieldError if bad."""
+        cfg, spec = collect(values, recipe)
+        tk.validate(cfg)
+        return engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe)
+
     def train(recipe, *values):
         try:
-            cfg, spec = collect(list(values), recipe or "")
-            tk.validate(cfg)
-            job_id = engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe or "")
+            job_id = submit(list(values), recipe or "")
         except FieldError as e:
             return gr.skip(), gr.skip(), error_outputs(e)
         gr.Info(t("train.queued", ctx.lang).format(job=job_id))
@@ -468,12 +469,17 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         launch = spec.to_dict()
         return config, {k: launch[k] for k in LAUNCH_LABELS}
 
+    def save(name: str, description: str, values: list) -> str:
+        """Save as recipe, for the page and the API: the checked name it was saved under; FieldError if bad."""
+        name = check_recipe_name(name)
+        config, launch = recipe_body(values)
+        save_user_recipe(ctx.data_dir, kid, name, description or "", config, launch)
+        return name
+
     def save_recipe(name, description, *values):
         """Save as recipe: a bad field or name is shown like Train's error; the dropdown then lists and selects it."""
         try:
-            name = check_recipe_name(name)
-            config, launch = recipe_body(list(values))
-            save_user_recipe(ctx.data_dir, kid, name, description, config, launch)
+            name = save(name, description, list(values))
         except FieldError as e:
             return gr.skip(), gr.skip(), error_outputs(e)
         gr.Info(t("recipe.saved", ctx.lang).format(name=name))
@@ -550,22 +556,16 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         return gr.Error(f"{field_label(e.field, descs, ctx.lang)} ({e.field}): {e.message}", print_exception=False)
 
     def api_train(args: dict) -> str:
-        recipe = str(args.pop("recipe") or "")
         try:
-            cfg, spec = collect([args[n] for n in api_names], recipe)
-            tk.validate(cfg)
-            return engine.submit(kid, cfgmod.to_dict(cfg), spec, recipe=recipe)
+            return submit([args[n] for n in api_names], str(args.pop("recipe") or ""))
         except FieldError as e:
             raise api_error(e) from None
 
     def api_save(args: dict) -> str:
         try:
-            name = check_recipe_name(args["name"])
-            config, launch = recipe_body([args[n] for n in api_names])
-            save_user_recipe(ctx.data_dir, kid, name, args.get("description") or "", config, launch)
+            return save(args["name"], args.get("description") or "", [args[n] for n in api_names])
         except FieldError as e:
             raise api_error(e) from None
-        return name
 
     def api_delete(args: dict) -> str:
         try:
@@ -623,8 +623,17 @@ def form_values(descs: list[dict], config: dict, launcher: dict) -> list:
     return values
 
 
-def _widget(d: dict, value, label: str, info: str, kid: str, ctx: StudioContext):
-    eid = f"{kid}-{d['name']}"
+def field_widget(d: dict, value, ctx: StudioContext, elem_id: str):
+    """The form widget of one schema field (its descriptor `d`), labelled and explained in the page's language
+    and registered for the language switch. Every schema-driven form uses it (training tabs, the A/B settings)."""
+    label, info = _label_renderer(d), _info_renderer(d)
+    w = _widget(d, value, label(ctx.lang), info(ctx.lang), elem_id, ctx)
+    ctx.tr_fn(w, label, attr="label")
+    ctx.tr_fn(w, info, attr="info")
+    return w
+
+
+def _widget(d: dict, value, label: str, info: str, eid: str, ctx: StudioContext):
     if d.get("dataset_kind"):  # studio datasets of the kind + bundled samples; any path may be typed
         from app.tabs.datasets import dataset_choices
 

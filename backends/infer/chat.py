@@ -524,6 +524,7 @@ class RewardScorer:
                                              f"(architectures: {', '.join(archs) or 'none'})")
         if len(cfg.get("id2label") or {"0": ""}) != 1:
             raise FieldError("reward_model", f"{path} has {len(cfg['id2label'])} labels; a reward model has one")
+        self.path = path
         self.tok = AutoTokenizer.from_pretrained(path)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
@@ -571,10 +572,9 @@ def score_pair(reward: str, prompt: str, answers: list[str], template: str = "au
         if not str(a or "").strip():
             raise FieldError(f"answer_{'ab'[i] if i < 2 else i}", "is empty: type an answer to score")
     sc = scorer(reward, data_dir)
-    path = modeling.resolve_model(reward, data_dir, field="reward_model")
     tmpl = (template or "auto").strip()
     if tmpl == "auto":
-        tmpl = modeling.read_studio_json(path).get("template") or (
+        tmpl = modeling.read_studio_json(sc.path).get("template") or (
             "chat" if getattr(sc.tok, "chat_template", None) else "dschat")
     if tmpl not in datalib.TEMPLATES:
         raise FieldError("template", f"must be auto or one of {', '.join(datalib.TEMPLATES)}; got {template!r}")
