@@ -94,7 +94,7 @@ def resolve(cfg: DPOArgs, job: runner.Job | None = None) -> Resolved:
     """Check every option against the files it names (config.json, the dataset's rows; no weights)."""
     job = job or runner.resolve_job(cfg, KIND)
     dd = job.data_dir
-    model, adapter, info = rm.start_model(cfg.model_name_or_path, dd, kinds=("sft", "dpo"))
+    model, adapter, info = modeling.start_model(cfg.model_name_or_path, dd, kinds=rm.START_KINDS)
     model_config = modeling.check_model_dir(model, original=cfg.model_name_or_path)
     archs = [str(a) for a in model_config.get("architectures") or []]
     if info.get("kind") == "reward" or any(a.endswith("ForSequenceClassification") for a in archs):

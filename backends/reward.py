@@ -104,27 +104,7 @@ class Resolved:
         return getattr(self.__dict__["job"], name)
 
 
-def start_model(value: str, dd: Path | None, *, field: str = "model_name_or_path",
-                kinds: tuple[str, ...] = START_KINDS) -> tuple[str, str, dict]:
-    """(model folder or hub id, LoRA adapter folder or "", studio.json of a result or {}) of a start field."""
-    info: dict = {}
-    if str(value).strip().startswith("job:"):
-        out, info = runner.job_result(value, dd, field=field, kinds=kinds)
-        path = str(out)
-    else:
-        path = modeling.resolve_model(value, dd, field=field)
-        info = modeling.read_studio_json(path) if Path(path).is_dir() else {}
-    p = Path(path)
-    if (p / "adapter_config.json").is_file():
-        try:
-            base_ref = info.get("base_model") or json.loads((p / "adapter_config.json").read_text())[
-                "base_model_name_or_path"]
-        except (OSError, ValueError, KeyError):
-            raise FieldError(field, f"{value}: adapter_config.json names no base model") from None
-        base = modeling.resolve_model(base_ref, dd, field=field)
-        modeling.check_model_dir(base, field=field, original=f"the base of {value} ({base_ref})")
-        return base, str(p), info
-    return path, "", info
+start_model = modeling.start_model  # (kept for callers of backends.reward)
 
 
 def check_preference_rows(rows: list[dict], cfg: Any, source: str) -> list[int]:
@@ -189,7 +169,7 @@ def resolve(cfg: RewardArgs, job: runner.Job | None = None) -> Resolved:
     """Check every option against the files it names (config.json, the dataset's rows; no weights)."""
     job = job or runner.resolve_job(cfg, KIND)
     dd = job.data_dir
-    model, adapter, _info = start_model(cfg.model_name_or_path, dd)
+    model, adapter, _info = modeling.start_model(cfg.model_name_or_path, dd, kinds=START_KINDS)
     model_config = modeling.check_model_dir(model, original=cfg.model_name_or_path)
     if cfg.use_lora:
         modeling.check_target_modules(model_config, modeling.parse_modules(cfg.lora_target_modules))

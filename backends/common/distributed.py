@@ -9,7 +9,9 @@ A backend runs the same way alone (`python -m backends.X`), under `accelerate la
   `accelerator_config={"use_configured_state": True}` to the training arguments (returned as extra kwargs).
   Without a launcher, DeepSpeed looks for MPI; RANK/LOCAL_RANK/WORLD_SIZE/MASTER_* defaults avoid that.
 - :class:`StopOnSignal` -- SIGTERM (the job engine's Stop) sets a flag; at the next step end every rank agrees
-  on it, saves a checkpoint and leaves the training loop (like LlamaBoard's SIGABRT handler).
+  on it, saves a checkpoint and leaves the training loop (like LlamaBoard's SIGABRT handler). It is a Trainer
+  callback and, through begin/step_started/step_finished/end, the stop of hand-written loops
+  (backends/common/loop.py).
 """
 from __future__ import annotations
 
@@ -282,42 +284,64 @@ class StopOnSignal(TrainerCallback):
     def exit_code(self) -> int:
         return 128 + int(self.requested) if self.requested is not None else 0
 
-    def on_train_begin(self, args, state, control, **kwargs):
+    # ------------------------------------------------ the loop API (hand-written loops call these directly)
+    def begin(self, start_step: int = 0) -> bool:
+        """Training starts at `start_step` (a resumed run: its checkpoint's step). True when a stop is already
+        requested (leave before the first step)."""
         self.training = True
-        self.start_step = int(state.global_step or 0)
-        if self.requested is not None:
-            control.should_training_stop = True
-        return control
+        self.start_step = int(start_step or 0)
+        return self.requested is not None
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def step_started(self) -> None:
         self.in_step = True
-        return control
 
-    def _stop_here(self, control) -> bool:
+    def step_finished(self) -> bool:
+        """A step is done: True on every rank when any rank got a signal (save a checkpoint and leave)."""
+        self.in_step = False
+        self.steps_done += 1
+        return self.check()
+
+    def check(self) -> bool:
+        """Collective: True on every rank when any rank got a signal; marks the run stopped."""
         if any_rank(self.requested is not None):
             if self.requested is None:
                 self.requested = signal.SIGTERM  # another rank got it
             self.stopped = True
-            control.should_training_stop = True
-            control.should_evaluate = False  # the stop should not wait for an evaluation
-            if self.save:
-                control.should_save = True
             return True
         return False
 
+    def end(self) -> None:
+        """Training is over, the output is being written: a signal now no longer exits mid-write."""
+        self.finishing = True
+
+    # ------------------------------------------------ the TrainerCallback API (HF Trainer / TRL recipes)
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.begin(int(state.global_step or 0)):
+            control.should_training_stop = True
+        return control
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.step_started()
+        return control
+
+    def _stop_here(self, control) -> None:
+        control.should_training_stop = True
+        control.should_evaluate = False  # the stop should not wait for an evaluation
+        if self.save:
+            control.should_save = True
+
     def on_step_end(self, args, state, control, **kwargs):
-        self.in_step = False
-        self.steps_done += 1
-        self._stop_here(control)
+        if self.step_finished():
+            self._stop_here(control)
         return control
 
     def on_evaluate(self, args, state, control, **kwargs):
-        if self.steps_done and not self.stopped:  # a signal during an evaluation after a step
+        if self.steps_done and not self.stopped and self.check():  # a signal during an evaluation after a step
             self._stop_here(control)
         return control
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.finishing = True
+        self.end()
         return control
 
     def restore(self) -> None:

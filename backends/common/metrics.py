@@ -152,6 +152,7 @@ class MetricsCallback(TrainerCallback):
         self.last_eval_loss: float | None = None
         self.first_eval_loss: float | None = None
         self.summary: dict[str, Any] = {}
+        self.show_keys: tuple[str, ...] = ()  # extra keys of a line shown in the human line (a loop's reward, kl)
         self.last_step = 0
         self.ended = False
 
@@ -327,6 +328,9 @@ class MetricsCallback(TrainerCallback):
                 parts.append(f"(eval {eval_runtime:.1f}s)")
         if rec.get("lr") is not None:
             parts.append(f"lr {rec['lr']:.2e}")
+        for k in self.show_keys:
+            if isinstance(rec.get(k), (int, float)):
+                parts.append(f"{k} {rec[k]:.4g}")
         speed = []
         if rec.get("tokens_per_s") is not None:
             speed.append(f"{rec['tokens_per_s']:.0f} tok/s")

@@ -79,6 +79,61 @@ def job_output(value: str, data_dir: str | os.PathLike | None = None, *, field: 
     return paths.join_inside(runs, f"{job}/output", field=field, what="the runs folder")
 
 
+def start_model(value: str, dd: Path | None, *, field: str = "model_name_or_path",
+                kinds: tuple[str, ...] = ()) -> tuple[str, str, dict]:
+    """(model folder or hub id, LoRA adapter folder or "", studio.json of a result or {}) of a model field:
+    `bundled:<name>`, a folder, a hub id, or `job:<id>` (a finished job of one of `kinds`, see runner.job_result).
+    An adapter's base model is resolved and checked too."""
+    from . import runner
+
+    info: dict = {}
+    if str(value).strip().startswith("job:"):
+        out, info = runner.job_result(value, dd, field=field, kinds=kinds)
+        path = str(out)
+    else:
+        path = resolve_model(value, dd, field=field)
+        info = read_studio_json(path) if Path(path).is_dir() else {}
+    p = Path(path)
+    if (p / "adapter_config.json").is_file():
+        try:
+            base_ref = info.get("base_model") or json.loads((p / "adapter_config.json").read_text())[
+                "base_model_name_or_path"]
+        except (OSError, ValueError, KeyError):
+            raise FieldError(field, f"{value}: adapter_config.json names no base model") from None
+        base = resolve_model(base_ref, dd, field=field)
+        check_model_dir(base, field=field, original=f"the base of {value} ({base_ref})")
+        return base, str(p), info
+    return path, "", info
+
+
+def check_reward_model(path: str, *, field: str = "reward_model") -> dict:
+    """config.json of a 1-label sequence classifier (a reward model); FieldError naming the field otherwise."""
+    cfg = check_model_dir(path, field=field)
+    archs = [str(a) for a in cfg.get("architectures") or []]
+    if cfg and not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise FieldError(field, f"{path} is not a reward model ({', '.join(archs) or 'no architectures'}): pick a "
+                                "finished Reward model job (job:<id>) or a ...ForSequenceClassification folder")
+    labels = len(cfg.get("id2label") or {"0": ""}) if cfg else 1
+    if labels != 1:
+        raise FieldError(field, f"{path} is a classifier with {labels} labels; a reward model has one score "
+                                "(num_labels=1)")
+    return cfg
+
+
+def same_tokenizer(a: str, b: str) -> bool:
+    """True when two model folders tokenize alike (same vocabulary and special tokens), from their files."""
+    def vocab(p: str):
+        tok = Path(p) / "tokenizer.json"
+        if tok.is_file():
+            j = json.loads(tok.read_text(encoding="utf-8"))
+            return j.get("model", {}).get("vocab"), [t.get("content") for t in j.get("added_tokens") or []]
+        v = Path(p) / "vocab.json"
+        return (json.loads(v.read_text(encoding="utf-8")) if v.is_file() else None), None
+
+    va, vb = vocab(a), vocab(b)
+    return va[0] is not None and va == vb
+
+
 def has_chat_template(model_path: str) -> bool:
     """Whether a local model folder's tokenizer has a chat template (a hub id: assumed yes)."""
     p = Path(model_path)

@@ -516,14 +516,7 @@ class RewardScorer:
     def __init__(self, path: str):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        cfg_path = Path(path) / "config.json"
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8")) if cfg_path.is_file() else {}
-        archs = cfg.get("architectures") or []
-        if not any(a.endswith("ForSequenceClassification") for a in archs):
-            raise FieldError("reward_model", f"{path} is not a sequence-classification model "
-                                             f"(architectures: {', '.join(archs) or 'none'})")
-        if len(cfg.get("id2label") or {"0": ""}) != 1:
-            raise FieldError("reward_model", f"{path} has {len(cfg['id2label'])} labels; a reward model has one")
+        modeling.check_reward_model(path, field="reward_model")
         self.path = path
         self.tok = AutoTokenizer.from_pretrained(path)
         if self.tok.pad_token is None:
@@ -584,8 +577,6 @@ def score_pair(reward: str, prompt: str, answers: list[str], template: str = "au
 
 def is_reward_model(folder: Path) -> bool:
     try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return bool(modeling.check_reward_model(str(folder)))
+    except FieldError:
         return False
-    return any(str(a).endswith("ForSequenceClassification") for a in cfg.get("architectures") or []) and len(
-        cfg.get("id2label") or {"0": ""}) == 1
