@@ -12,6 +12,9 @@ A kind is what the engine runs (``sft``, ``reward``, ``dpo``, ``ab_eval`` …). 
 - ``series``: the metric series its curves show (app/tabs/plot.py draws them; names as in metrics.jsonl);
 - ``produces``: what its output folder is — ``policy`` (a causal LM or LoRA adapter: the A/B tab's
   fine-tuned side), ``reward_model`` (a 1-label sequence classifier: the A/B tab's reward model), or None;
+- ``panels``: extra live panels its tab shows for a job: ``samples`` (the rows of ``<run_dir>/samples.jsonl``:
+  step, prompt, answer, reward -- RLHF's sample answers) and ``gallery`` (``<run_dir>/samples/*.png`` as they
+  appear -- SD validation images);
 - ``docs``: the README block with its options table (app/docs.py renders it from the schema).
 
 What a kind consumes (a base model, an SFT result, a reward model, a dataset of some kind) is declared on the
@@ -39,6 +42,7 @@ class Kind:
     launch: dict = field(default_factory=dict)
     series: tuple[str, ...] = ("loss", "eval_loss")
     produces: str | None = None
+    panels: tuple[str, ...] = ()  # extra live panels of its tab: "samples" (run_dir/samples.jsonl), "gallery"
     docs: str = ""
     model_key: str = ""    # only for a kind without a schema (a test stand-in): its config's model/dataset keys
     dataset_key: str = ""

@@ -659,3 +659,42 @@ class GenerationFields:
         "大于 1 时抑制重复 token（1 = 关闭）。", min=0.5, max=3))
     seed: int = redefault(TrainingFields, "seed", 1234, help="Seed set before each answer (sampling only).",
                           help_zh="每次生成前设置的随机种子（仅影响采样）。")
+
+
+@dataclasses.dataclass
+class PromptFields(DataFields):
+    """The models and prompt data of an RLHF step-3 recipe (PPO, GRPO, RLOO): the actor starts from a policy (an SFT
+    result), a trained reward model scores its answers, and prompt-only rows (DeepSpeed-Chat's phase 3) feed the
+    rollouts. ``accepts`` names what a model field takes (kinds.producing: the form lists those finished jobs)."""
+
+    model_name_or_path: str = dataclasses.field(default="bundled:smollm2", metadata=meta(
+        "model", "Actor (start from)", "Actor（初始策略）",
+        "The policy RLHF trains: an SFT result (`job:<id>` or its output folder), `bundled:smollm2`, a folder or a hub "
+        "id (DS-Chat --actor_model_name_or_path).",
+        "RLHF 训练的策略模型：SFT 结果（`job:<id>` 或其输出目录）、`bundled:smollm2`、模型目录或 Hub 模型名"
+        "（DeepSpeed-Chat 的 --actor_model_name_or_path）。", widget="model", accepts="policy"))
+    reward_model: str = dataclasses.field(default="", metadata=meta(
+        "model", "Reward model", "奖励模型",
+        "A finished Reward model job (`job:<id>`) or a folder of a one-label sequence classifier; it scores every "
+        "answer (DS-Chat --critic_model_name_or_path: PPO's critic starts from it too).",
+        "已完成的奖励模型任务（`job:<id>`）或单输出序列分类模型的目录；为每个回答打分（DeepSpeed-Chat 的 "
+        "--critic_model_name_or_path：PPO 的 critic 也由它初始化）。", widget="model", accepts="reward_model"))
+    dataset: str = dataclasses.field(default="presets/datasets/demo_prompts.jsonl", metadata=meta(
+        "data", "Prompt dataset", "提示数据集",
+        "A studio dataset (any kind: only its prompts are used) or a file/folder with a prompt column; several, "
+        "comma-separated, are blended.",
+        "工作室数据集（任意类型，只用其提示）或含提示列的文件/目录；多个用逗号分隔时合并使用。",
+        widget="file", dataset_kind="prompt", order=-1))
+    data_split: str = redefault(DataFields, "data_split", "", help=(
+        "DeepSpeed-Chat's split of one dataset over its 3 steps, e.g. 2,4,4: RLHF uses the third part (40%). "
+        "Empty = all rows (or the split saved with a studio dataset)."), help_zh=(
+        "DeepSpeed-Chat 在三个阶段间划分同一数据集的比例，如 2,4,4：RLHF 使用第三部分（40%）。留空 = 全部行"
+        "（或工作室数据集保存的划分）。"))
+    max_prompt_seq_len: int = dataclasses.field(default=256, metadata=meta(
+        "data", "Max prompt length", "最大提示长度",
+        "Prompt tokens after the template; longer prompts are left out, as DeepSpeed-Chat does (the log counts "
+        "them).", "套用模板后提示的最大 token 数；更长的提示被跳过（与 DeepSpeed-Chat 相同，日志中计数）。",
+        min=4, max=131072, order=1))
+    max_answer_seq_len: int = dataclasses.field(default=256, metadata=meta(
+        "data", "Max answer length", "最大回答长度", "Tokens generated per answer in the rollouts.",
+        "每个回答在采样阶段生成的最大 token 数。", min=1, max=MAX_NEW_TOKENS_LIMIT, order=1))

@@ -693,6 +693,30 @@ def to_prompt_only(ds, *, template: str, tokenizer=None, prompt_column: str = "p
                   remove_columns=list(ds.column_names))
 
 
+def load_prompt_data(cfg: Any, paths_: list[Path], tokenizer, *, phase: int = 3, log=print):
+    """(train, eval or None) of rendered prompts {"prompt"} for RLHF (PromptFields): each dataset cut by data_split
+    (phase 3), blended, prompts over max_prompt_seq_len tokens dropped and counted (DeepSpeed-Chat's rule), split
+    by eval_ratio."""
+    from datasets import concatenate_datasets
+
+    parts = []
+    for path in paths_:
+        raw = load_rows(path)
+        split, split_seed = split_for(path, cfg.data_split, cfg.seed)
+        raw = apply_data_split(raw, split, phase=phase, seed=split_seed)
+        parts.append(to_prompt_only(raw, template=cfg.template, tokenizer=tokenizer, prompt_column=cfg.prompt_column))
+    data = parts[0] if len(parts) == 1 else concatenate_datasets(parts)
+    n = len(data)
+    limit = cfg.max_prompt_seq_len
+    data = data.filter(lambda r: len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) <= limit)
+    if len(data) < n:
+        log(f"[studio] {n - len(data)} of {n} prompt(s) are longer than max_prompt_seq_len {limit} tokens: left out")
+    if len(data) < 2:
+        raise FieldError("max_prompt_seq_len" if n >= 2 else "dataset",
+                         f"only {len(data)} usable prompt(s) of {n}; raise max_prompt_seq_len or add prompts")
+    return split_train_eval(data, cfg.eval_ratio, cfg.seed)
+
+
 def parse_data_split(value: str, *, field: str = "data_split") -> list[float]:
     """DeepSpeed-Chat's `data_split` ("2,4,4") as normalised fractions; "" -> [1.0]."""
     v = str(value or "").strip()
