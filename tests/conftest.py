@@ -157,6 +157,34 @@ def demo_adapter(demo_sft_run) -> Path:
     return demo_sft_run.run / "output"
 
 
+@pytest.fixture(scope="session")
+def demo_rm_job(prepared_data_dir, tmp_path_factory):
+    """The demo reward-model recipe (cpu-demo-smollm2-rm: 12 LoRA steps on the bundled SmolLM2) run once per test
+    session through the job engine, as the Reward model tab submits it, in its own data dir:
+    (job record, data dir, its output folder). RLHF tests take their reward model from it."""
+    import yaml
+
+    from app.jobs import Engine
+    from app.jobs.launcher import LaunchSpec
+
+    dd = tmp_path_factory.mktemp("rm-demo-data")
+    (dd / "models").symlink_to(prepared_data_dir / "models", target_is_directory=True)
+    recipe = yaml.safe_load((ROOT / "presets/recipes/cpu-demo-smollm2-rm.yaml").read_text())
+    eng = Engine(dd, grace_seconds=60)
+    try:
+        job_id = eng.submit("reward", {**recipe["config"], "data_dir": str(dd)},
+                            LaunchSpec.from_dict(recipe["launcher"]), recipe="cpu-demo-smollm2-rm")
+        job = wait_for(lambda: (j := eng.get(job_id))["status"] not in ("queued", "running") and j, 1500,
+                       interval=1.0, what="the demo reward job to end")
+        yield SimpleNamespace(job=job, data_dir=dd, output=Path(job["run_dir"]) / "output", engine=eng,
+                              log=eng.read_log_tail(job_id))
+    finally:
+        for j in eng.list_jobs():
+            if j["status"] in ("queued", "running"):
+                eng.stop(j["id"], wait=True)
+        eng.shutdown()
+
+
 def build_tiny_lm(src: Path, out: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:
     """A randomly initialised Llama causal LM (hidden 64, 2 layers, ≈3.2M params, mostly the 49k-token
     embedding) with the bundled SmolLM2 tokenizer and chat template, saved with save_pretrained."""
