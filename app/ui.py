@@ -85,12 +85,79 @@ def _timers_off(n: int):
     return off
 
 
+def stage_tab(ctx: StudioContext, key: str, tab, tab_kinds: list, trained: dict) -> dict:
+    """The body of a training tab: one training.build per kind, each in its own column; with several kinds a stage
+    dropdown (its entries: each kind's `stage` string) shows one of them. Returns the tab's follower: its timers and
+    the handler that follows the shown kind's job (the other kinds' timers off)."""
+    lang = ctx.lang
+    names = [k.name for k in tab_kinds]
+
+    def stage_choices(lang_: str) -> list[tuple[str, str]]:
+        return [(t(k.stage, lang_) if k.stage else k.name, k.name) for k in tab_kinds]
+
+    stage = None
+    if len(tab_kinds) > 1:
+        stage = gr.Dropdown(stage_choices(lang), value=names[0], label=t("train.stage", lang),
+                            elem_id=f"{key}-stage", interactive=True)
+        ctx.tr(stage, "train.stage")
+        ctx.tr_fn(stage, stage_choices, attr="choices")
+    bodies, comps_of = [], {}
+    for i, k in enumerate(tab_kinds):
+        with gr.Column(visible=i == 0, elem_id=f"{key}-body-{k.name}") as col:
+            comps = trained[k.name] = comps_of[k.name] = training.build(ctx, k)
+        bodies.append(col)
+        if key == "reward":  # its finished reward models, listed again when the tab is opened
+            pair = reward.build_score_pair(ctx)
+            tab.select(pair["refresh"], outputs=pair["model"], api_name=False, show_progress="hidden")
+        tab.select(comps["refresh_recipes"], outputs=comps["recipe"], api_name=False,
+                   show_progress="hidden")  # recipes saved since (in another browser too)
+        if comps["pickers"]:  # list studio datasets saved, jobs finished since the page was built
+            tab.select(comps["refresh_pickers"], inputs=comps["picker_inputs"], outputs=comps["pickers"],
+                       api_name=False, show_progress="hidden")
+    timers = [comps_of[n]["timer"] for n in names]
+    inputs = [stage] if stage is not None else []
+    outputs, slices = [], {}
+    for n in names:
+        fn, ins, outs = comps_of[n]["follow"]
+        slices[n] = (len(inputs), len(inputs) + len(ins), len(outputs), len(outputs) + len(outs))
+        inputs += ins
+        outputs += outs
+
+    def follow(*args, request: gr.Request = None):
+        """Follow the shown stage's job (everything once, its timer on while it can change); other timers off."""
+        shown = args[0] if stage is not None and args and args[0] in names else names[0]
+        out = [gr.skip()] * len(outputs)
+        for n in names:
+            a, b, c, d = slices[n]
+            if n == shown:
+                out[c:d] = comps_of[n]["follow"][0](*args[a:b], request=request)
+            else:
+                out[d - 1] = gr.Timer(active=False)  # a follow's last output is its kind's timer
+        return out
+
+    # Gradio passes the gr.Request to a parameter annotated with it, found through the signature: name each input
+    import inspect
+
+    follow.__signature__ = inspect.Signature(
+        [inspect.Parameter(f"in{i}", inspect.Parameter.POSITIONAL_ONLY) for i in range(len(inputs))]
+        + [inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=gr.Request)])
+    if stage is not None:
+        def show(name):
+            return [gr.Column(visible=n == name) for n in names]
+
+        stage.input(show, inputs=stage, outputs=bodies, api_name=False, show_progress="hidden").then(
+            follow, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
+        for n in names:  # Jobs' "Re-run with edits" picks the stage of the job's kind
+            trained[n]["stage"] = (stage, dict(zip(names, bodies)))
+    return {"timers": timers, "follow": (follow, inputs, outputs)}
+
+
 def wire_polling(tab_objs: dict, followers: dict, env_tab) -> None:
     """Only the shown tab polls: selecting a tab starts its follower (one full send, then its timer while
     its job can change) and switches every other tab's timer off. The page opens on Environment: no timer."""
-    timers = {key: f["timer"] for key, f in followers.items()}
+    timers = [(key, tm) for key, f in followers.items() for tm in (f.get("timers") or [f["timer"]])]
     for key, tab in [*tab_objs.items(), ("environment", env_tab)]:
-        others = [tm for k, tm in timers.items() if k != key]
+        others = [tm for k, tm in timers if k != key]
         if others:
             tab.select(_timers_off(len(others)), outputs=others, api_name=False, show_progress="hidden")
         if key in followers:
@@ -121,17 +188,8 @@ def build(ctx: StudioContext) -> gr.Blocks:
                 with ctx.tr(gr.Tab(t(f"tab.{key}", lang), id=key, elem_id=f"tab-{key}"), f"tab.{key}") as tab:
                     tab_objs[key] = tab
                     tab_kinds = kinds.of_tab(key)
-                    if tab_kinds:  # one kind per training tab for now; a stage selector comes with PPO/GRPO
-                        kind = tab_kinds[0]
-                        trained[kind.name] = followers[key] = comps = training.build(ctx, kind)
-                        if key == "reward":  # its finished reward models, listed again when the tab is opened
-                            pair = reward.build_score_pair(ctx)
-                            tab.select(pair["refresh"], outputs=pair["model"], api_name=False, show_progress="hidden")
-                        tab.select(comps["refresh_recipes"], outputs=comps["recipe"], api_name=False,
-                                   show_progress="hidden")  # recipes saved since (in another browser too)
-                        if comps["dataset_fields"]:  # list studio datasets saved since the page was built
-                            tab.select(comps["refresh_datasets"], outputs=comps["dataset_fields"], api_name=False,
-                                       show_progress="hidden")
+                    if tab_kinds:  # one body per kind; a tab with several has a stage dropdown (LlamaBoard's)
+                        followers[key] = stage_tab(ctx, key, tab, tab_kinds, trained)
                     elif key == "datasets":
                         datasets.build(ctx)
                     elif key == "compare":

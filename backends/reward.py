@@ -54,7 +54,8 @@ class PreferenceFields(cfglib.DataFields):
         "result (`job:<id>` or its output folder). A reward model merges an SFT LoRA adapter into its base and adds "
         "a one-label score head; DPO keeps training the adapter.",
         "训练的初始模型：基础模型目录、`bundled:smollm2`、Hub 模型名，或 SFT 结果（`job:<id>` 或其输出目录；"
-        "）。奖励模型把 SFT 的 LoRA 适配器合并进基础模型并加一个单输出的打分头；DPO 则继续训练该适配器。", widget="model"))
+        "）。奖励模型把 SFT 的 LoRA 适配器合并进基础模型并加一个单输出的打分头；DPO 则继续训练该适配器。", widget="model",
+        accepts="policy"))
     dataset: str = field(default="presets/datasets/demo_preference.jsonl", metadata=_m(
         "data", "Preference dataset", "偏好数据集",
         "A studio dataset of kind preference, or a .jsonl/.json/.csv/.tsv/.parquet file (or folder) of "

@@ -84,11 +84,11 @@ def start_studio(tmp_path):
     """Factory: start `python -m app` (the launcher's real entry point) with extra flags."""
     started: list[Studio] = []
 
-    def _start(*flags: str, data_dir: Path | None = None, wait: bool = True) -> Studio:
+    def _start(*flags: str, data_dir: Path | None = None, wait: bool = True, module: str = "app") -> Studio:
         port = free_port()
         dd = data_dir or tmp_path / "data"
         log = tmp_path / f"studio-{port}.log"
-        argv = [sys.executable, "-m", "app", "--port", str(port), "--data-dir", str(dd), *flags]
+        argv = [sys.executable, "-m", module, "--port", str(port), "--data-dir", str(dd), *flags]
         f = open(log, "w")
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
         studio = Studio(proc, f"http://127.0.0.1:{port}", log)

@@ -124,10 +124,10 @@ def build(ctx: StudioContext):
     def poll():
         report = get_report(ctx)
         return (envcheck.bundled_markdown(report, ctx.lang), ctx.preparer.log_tail(lang=ctx.lang),
-                gr.skip() if ctx.preparer.running() else gr.Timer(active=False))
+                gr.skip() if ctx.preparer.running else gr.Timer(active=False))
 
     def follow():
-        return gr.Timer(active=ctx.preparer.running())
+        return gr.Timer(active=ctx.preparer.running)
 
     def run_estimate(model, method, rank, prec, zero, off, ckpt, gpus, nodes, mb, seq, target):
         gpu_list, ram = _hardware(get_report(ctx))

@@ -165,6 +165,14 @@ def build(ctx: StudioContext, training_tabs: dict) -> dict:
         rerun_outputs += form
     # The tab switch happens in the page (a click on the tab's button, which also starts that tab's follower):
     # a gr.Tabs output would make the Gradio 6 frontend re-read every component of the page on each later event.
+    stage_slices, placed = {}, {}  # kind -> (index of its tab's stage dropdown, {kind: body column}) in rerun_outputs
+    for kind, comps in training_tabs.items():
+        if comps.get("stage"):
+            stage_dd, bodies = comps["stage"]
+            if id(stage_dd) not in placed:  # one tab's dropdown and bodies once, for all of its kinds
+                placed[id(stage_dd)] = len(rerun_outputs)
+                rerun_outputs += [stage_dd, *bodies.values()]
+            stage_slices[kind] = (placed[id(stage_dd)], bodies)
     rerun_kind = gr.Textbox(visible=False, elem_id="jobs-rerun-kind")
     rerun_outputs += [rerun_kind, timer]  # the switch away from Jobs also stops its timer
 
@@ -182,6 +190,9 @@ def build(ctx: StudioContext, training_tabs: dict) -> dict:
         start, comps = slices[job["kind"]]
         values = form_values(comps["descs"], job["config"], job["launcher"])
         out[start:start + len(values)] = values
+        if job["kind"] in stage_slices:  # a tab of several kinds: show the job's kind
+            at, bodies = stage_slices[job["kind"]]
+            out[at:at + 1 + len(bodies)] = [job["kind"], *[gr.Column(visible=k == job["kind"]) for k in bodies]]
         out[-2], out[-1] = kinds.get(job["kind"]).tab, gr.Timer(active=False)
         gr.Info(t("jobs.loaded", ctx.lang).format(job=job_id))
         return out

@@ -272,6 +272,77 @@ class Follower:
         return out_prog, out_plot, out_log, sent, job["status"] in ACTIVE
 
 
+SAMPLES_FILE = "samples.jsonl"  # <run_dir>/samples.jsonl: {step, prompt, answer, reward} rows (RLHF sample answers)
+SAMPLES_DIR = "samples"  # <run_dir>/samples/*.png: validation images (SD distillation)
+SAMPLE_ROWS = 8
+GALLERY_IMAGES = 12
+
+
+def _signature(path: str) -> tuple:
+    try:
+        st = os.stat(path)
+        return st.st_size, st.st_mtime_ns
+    except OSError:
+        return -1, 0
+
+
+def samples_rows(run_dir: str, n: int = SAMPLE_ROWS) -> list[list]:
+    """The newest `n` rows of a job's samples.jsonl, newest first: [step, prompt, answer, reward]."""
+    import json
+
+    rows = []
+    try:
+        with open(os.path.join(run_dir, SAMPLES_FILE), encoding="utf-8") as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue  # a line being written
+                if isinstance(r, dict):
+                    rows.append(r)
+    except OSError:
+        return []
+    out = []
+    for r in reversed(rows[-n:]):
+        rew = r.get("reward")
+        out.append([r.get("step"), str(r.get("prompt", "")), str(r.get("answer", "")),
+                    round(rew, 4) if isinstance(rew, (int, float)) else rew])
+    return out
+
+
+def gallery_items(run_dir: str, n: int = GALLERY_IMAGES) -> list[tuple[str, str]]:
+    """The newest `n` images of a job's samples/ folder as (path, caption = file name), newest first."""
+    folder = Path(run_dir) / SAMPLES_DIR
+    try:
+        pngs = sorted((p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".webp")),
+                      key=lambda p: (p.stat().st_mtime_ns, p.name))
+    except OSError:
+        return []
+    return [(str(p), p.stem) for p in reversed(pngs[-n:])]
+
+
+def panel_outputs(panels: tuple[str, ...], job: dict | None, sent: dict) -> list:
+    """The values of a tab's extra panels (kinds.Kind.panels) for `job`, gr.skip() where nothing changed."""
+    out = []
+    for panel in panels:
+        if job is None:
+            key, value = ("none",), []
+        elif panel == "samples":
+            path = os.path.join(job["run_dir"], SAMPLES_FILE)
+            key, value = (job["id"], *_signature(path)), None
+        else:
+            folder = os.path.join(job["run_dir"], SAMPLES_DIR)
+            key, value = (job["id"], *_signature(folder), len(os.listdir(folder)) if os.path.isdir(folder) else 0), None
+        if sent.get(panel) == key:
+            out.append(gr.skip())
+            continue
+        sent[panel] = key
+        if value is None:
+            value = samples_rows(job["run_dir"]) if panel == "samples" else gallery_items(job["run_dir"])
+        out.append(value)
+    return out
+
+
 def job_command(job: dict) -> str:
     """The job's command as a shell runs it (its command.sh), else the argv line the store keeps."""
     try:
@@ -386,6 +457,21 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             progress = gr.HTML(progress_html(None, None, lang), elem_id=f"{kid}-progress", js_on_load=None,
                                elem_classes=["studio-progress-box"])
             plot = curves_widget(ctx, f"{kid}-plot", tk.series, lang)
+            panels = []
+            for panel in tk.panels:
+                if panel == "samples":
+                    def headers(lang_):
+                        return [t(f"samples.{c}", lang_) for c in ("step", "prompt", "answer", "reward")]
+
+                    df = gr.Dataframe(headers=headers(lang), value=[], interactive=False, wrap=True,
+                                      label=t("samples.title", lang), elem_id=f"{kid}-samples")
+                    ctx.tr_fn(ctx.tr(df, "samples.title"), headers, attr="headers")
+                    panels.append(df)
+                elif panel == "gallery":
+                    panels.append(ctx.tr(gr.Gallery(label=t("gallery.title", lang), columns=4, height=280,
+                                                    elem_id=f"{kid}-gallery", interactive=False), "gallery.title"))
+                else:
+                    raise ValueError(f"{kid}: unknown panel {panel!r} (samples, gallery)")
             log = ctx.tr(gr.Textbox(label=t("train.log", lang), lines=22, max_lines=22, autoscroll=True,
                                     interactive=False, elem_id=f"{kid}-log", elem_classes=["studio-log"]),
                          "train.log")
@@ -505,15 +591,19 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
 
     def tick(job_id, request: gr.Request):
         """The timer: sends what changed; switches itself off once the job can no longer change."""
-        prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), memo.get(request), ctx.lang)
+        job = current_job(job_id)
+        prog, plot_v, log_v, sent, following = follower.poll(job, memo.get(request), ctx.lang)
+        extra = panel_outputs(tk.panels, job, sent)
         memo.set(request, sent)
-        return prog, plot_v, log_v, gr.skip() if following else gr.Timer(active=False)
+        return prog, plot_v, log_v, *extra, gr.skip() if following else gr.Timer(active=False)
 
     def follow(job_id, request: gr.Request):
         """Tab shown or Train clicked: everything once, and the timer on while the job can change."""
-        prog, plot_v, log_v, sent, following = follower.poll(current_job(job_id), None, ctx.lang)
+        job = current_job(job_id)
+        prog, plot_v, log_v, sent, following = follower.poll(job, None, ctx.lang)
+        extra = panel_outputs(tk.panels, job, sent)
         memo.set(request, sent)
-        return prog, plot_v, log_v, gr.Timer(active=following)
+        return prog, plot_v, log_v, *extra, gr.Timer(active=following)
 
     def stop(job_id):
         job = current_job(job_id)
@@ -526,7 +616,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         engine.stop(job["id"])
         gr.Info(t("train.stopping", ctx.lang).format(job=job["id"]))
 
-    poll_outputs = [progress, plot, log, timer]
+    poll_outputs = [progress, plot, log, *panels, timer]
     for comp in all_inputs:
         comp.change(edited, inputs=[error_box, *all_inputs], outputs=[command, error_box],
                     show_progress="hidden", api_name=False)
@@ -587,17 +677,22 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             named_endpoint(impl, names, doc), inputs=inputs, outputs=api_out, api_name=api_name, preprocess=False,
             show_progress="hidden")
 
-    def refresh_datasets():
-        """New choices for the dataset dropdowns (a studio dataset may have been saved since the page loaded)."""
+    def refresh_pickers(*values):
+        """New choices for the dataset and model dropdowns (a studio dataset saved, a job finished since the page
+        loaded); `values` are the model fields' current values, kept."""
         from app.tabs.datasets import dataset_choices
 
         ups = [gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], ctx.lang)) for d in dataset_descs]
+        ups += [gr.update(choices=model_choices(engine, d, v)) for d, v in zip(model_descs, values)]
         return ups[0] if len(ups) == 1 else ups  # Gradio takes a one-output return as the value itself
 
     dataset_descs = [d for d in descs if d.get("dataset_kind")]
+    model_descs = [d for d in descs if d.get("widget") == "model"]
+    model_fields = [fields[d["name"]] for d in model_descs]
     return {"fields": fields, "launch_inputs": launch_inputs, "command": command, "preview": preview,
-            "all_inputs": all_inputs, "descs": descs, "job_state": job_state, "refresh_datasets": refresh_datasets,
-            "dataset_fields": [fields[d["name"]] for d in dataset_descs], "timer": timer,
+            "all_inputs": all_inputs, "descs": descs, "job_state": job_state, "refresh_pickers": refresh_pickers,
+            "pickers": [*[fields[d["name"]] for d in dataset_descs], *model_fields], "picker_inputs": model_fields,
+            "timer": timer,
             "follow": (follow, [job_state], poll_outputs),
             "recipe": recipe_dd, "refresh_recipes": refresh_recipes,
             "relabel": (relabel, [recipe_dd], [recipe_md, recipe_dd, *[fields[d["name"]] for d in dataset_descs]])}
@@ -633,7 +728,31 @@ def field_widget(d: dict, value, ctx: StudioContext, elem_id: str):
     return w
 
 
+def model_choices(engine, d: dict, value) -> list[tuple[str, str]]:
+    """A model field's choices: its value (a default like bundled:smollm2, or what was typed), then every succeeded
+    job whose kind produces what the field `accepts` (kinds.producing), newest first, as job:<id>."""
+    from app import kinds
+
+    out = [(str(value), str(value))] if value else []
+    if d.get("default") and d["default"] != value:
+        out.append((str(d["default"]), str(d["default"])))
+    names = kinds.producing(d["accepts"]) if d.get("accepts") else ()
+    if engine is not None and names:
+        for j in engine.list_jobs():
+            if j["status"] == "succeeded" and j["kind"] in names:
+                out.append((f"{j.get('recipe') or j['kind']} · job:{j['id']}", f"job:{j['id']}"))
+    seen, uniq = set(), []
+    for label, v in out:
+        if v not in seen:
+            seen.add(v)
+            uniq.append((label, v))
+    return uniq
+
+
 def _widget(d: dict, value, label: str, info: str, eid: str, ctx: StudioContext):
+    if d.get("widget") == "model":  # finished jobs of the kinds it accepts; any folder or hub id may be typed
+        return gr.Dropdown(model_choices(ctx.engine, d, value), value=value, label=label, info=info, elem_id=eid,
+                           allow_custom_value=True)
     if d.get("dataset_kind"):  # studio datasets of the kind + bundled samples; any path may be typed
         from app.tabs.datasets import dataset_choices
 
