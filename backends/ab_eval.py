@@ -25,7 +25,6 @@ import csv
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -307,34 +306,6 @@ def _short(text: str, n: int = 60) -> str:
     return t if len(t) <= n else t[:n - 1] + "…"
 
 
-class _Stop:
-    """SIGTERM/SIGINT: exit at once while loading; during the loop, finish the current prompt and stop."""
-
-    def __init__(self, log=_log):
-        self.requested: int | None = None
-        self.looping = False
-        self.log = log
-        for s in (signal.SIGTERM, signal.SIGINT):
-            try:
-                signal.signal(s, self._handler)
-            except ValueError:  # not the main thread
-                pass
-
-    def _handler(self, signum, frame):
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signum
-        name = signal.Signals(signum).name
-        if not self.looping:
-            self.log(f"{name} received before the first prompt: exiting")
-            sys.exit(128 + signum)
-        self.log(f"{name} received: stopping after this prompt and writing the partial results")
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.requested) if self.requested is not None else 0
-
-
 def _write_results(output_dir: Path, rows: list[dict]) -> None:
     output_dir.mkdir(parents=True, exist_ok=True)
     tmp = output_dir / "results.jsonl.tmp"
@@ -363,7 +334,10 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
     from backends.common.metrics import MetricsWriter, fmt_duration
 
     cfg = _ensure_args(cfg)
-    stopper = _Stop(log)  # before the slow parts: a Stop while loading exits at once
+    from backends.common.distributed import StopOnSignal
+
+    # before the slow parts: a Stop while loading exits at once; during the loop the prompt under way is finished
+    stopper = StopOnSignal(save=False)
     if dist.world_size() > 1:
         raise FieldError("num_processes", "A/B evaluation runs in one process; use the python launcher with the "
                                           "cpu preset (or one process of accelerate)")
@@ -433,10 +407,11 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
 
     rows: list[dict] = []
     loop_started = time.time()
-    stopper.looping = True
+    stopper.begin()
     for i, prompt in enumerate(r.prompts, 1):
-        if stopper.requested is not None:
+        if stopper.stopped:
             break
+        stopper.step_started()
         ta, tb = texts[i - 1]
         t0 = time.time()
         answer_a, answer_b = chat.answer_pair(chat.Pair(r.base, r.tuned, ta, tb), r.settings)
@@ -465,8 +440,10 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
                    if reward_a is not None else "")
         log(f"prompt {i}/{n} {_short(prompt, 40)!r} | A: {_short(answer_a)!r} | B: {_short(answer_b)!r}{verdict}"
             f" | {fmt_duration(elapsed)} eta {fmt_duration(eta)}")
+        stopper.step_finished()
+    stopper.end()
 
-    status = "stopped" if stopper.requested is not None else "completed"
+    status = "stopped" if stopper.stopped else "completed"
     summary = {"status": status, **summarize(rows, cfg.tie_margin, cfg.bootstrap_samples, cfg.bootstrap_seed),
                "total_prompts": n, **info, "wall_time": round(time.time() - started, 2)}
     _write_results(r.output_dir, rows)
@@ -493,7 +470,7 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
     else:
         log(f"{status}: {len(rows)}/{n} prompts answered; {summary.get('note', '')}")
     log(f"results: {r.output_dir / 'results.csv'}")
-    summary["exit_code"] = stopper.exit_code
+    summary["exit_code"] = stopper.exit_code if stopper.stopped else 0
     return summary
 
 

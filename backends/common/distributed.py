@@ -271,6 +271,9 @@ class StopOnSignal(TrainerCallback):
             self._say(f"{name} received before training started: exiting")
             sys.exit(128 + signum)
         if self.steps_done == 0 and not self.in_step:
+            if not self.save:
+                self._say(f"{name} received before the first step: exiting")
+                sys.exit(128 + signum)
             if self.start_step:
                 self._say(f"{name} received before a step of this run finished: exiting now; "
                           f"checkpoint-{self.start_step} is still the latest (Resume continues from it)")
@@ -278,7 +281,8 @@ class StopOnSignal(TrainerCallback):
                 self._say(f"{name} received before the first training step: exiting now; no checkpoint "
                           "exists yet (stopped before any checkpoint could exist: re-run to start again)")
             sys.exit(128 + signum)
-        self._say(f"{name} received: stopping after this step and saving a checkpoint")
+        self._say(f"{name} received: stopping after this step" + (" and saving a checkpoint" if self.save else
+                                                                   " and writing the partial results"))
 
     @property
     def exit_code(self) -> int:
