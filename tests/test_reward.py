@@ -136,3 +136,33 @@ def test_sigterm_stops_with_a_checkpoint_then_latest_resumes(tiny_lm, studio_dat
     recs = read_metrics(run / "metrics.jsonl")
     assert recs[-1]["status"] == "completed" and recs[-1]["step"] == stopped_at + 2
     assert json.loads((run / "output/studio.json").read_text())["status"] == "completed"
+
+
+def test_the_studio_scores_answers_on_the_text_trl_trained_the_reward_model_on(tiny_reward_model, tmp_path):
+    """TRL's RewardTrainer appends eos_token to every answer and scores the last non-padding token; the A/B tab,
+    score-a-pair and the RLHF reward functions score through RewardScorer, which must read the same tokens. With
+    SmolLM2 (pad == eos) the eos is never scored; with a tokenizer whose pad differs (OPT: pad 1, eos 2) it is."""
+    import shutil
+
+    import torch
+    from transformers import AutoConfig, AutoTokenizer
+
+    from backends.infer import chat
+
+    rm = shutil.copytree(tiny_reward_model, tmp_path / "rm-opt-like-pad")
+    tok = AutoTokenizer.from_pretrained(rm)
+    tok.pad_token = "<|endoftext|>"
+    tok.save_pretrained(rm)
+    cfg = AutoConfig.from_pretrained(rm)
+    cfg.pad_token_id = tok.pad_token_id
+    cfg.save_pretrained(rm)
+    assert tok.pad_token_id != tok.eos_token_id
+    sc = chat.RewardScorer(str(rm))
+    prompt = chat.render([], "What is the capital of France?", "chat", sc.tok)
+    answers = ["Paris.", "I do not know, sorry."]
+    got = sc.score(prompt, answers)
+    for answer, score in zip(answers, got):
+        ids = sc.tok(prompt + answer + sc.tok.eos_token, return_tensors="pt")  # TRL's add_eos + tokenize
+        with torch.no_grad():
+            want = float(sc.model(**ids).logits[0, 0])
+        assert abs(score - want) < 1e-4, (answer, score, want)

@@ -528,11 +528,17 @@ class RewardScorer:
         self.model.eval()
         self.lock = threading.Lock()
 
+    def text(self, prompt_text: str, answer: str) -> str:
+        """What the reward model reads: the rendered prompt + answer + the end-of-sequence token, exactly the text
+        TRL's RewardTrainer trained it on (it appends eos_token to every non-conversational answer)."""
+        eos = self.tok.eos_token or ""
+        return prompt_text + answer + ("" if answer.endswith(eos) else eos)
+
     def score(self, prompt_text: str, answers: list[str]) -> list[float]:
         import torch
 
         self.tok.padding_side = "right"
-        enc = self.tok([prompt_text + a for a in answers], return_tensors="pt", padding=True, truncation=True,
+        enc = self.tok([self.text(prompt_text, a) for a in answers], return_tensors="pt", padding=True, truncation=True,
                        max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
         enc = enc.to(self.model.device)
         with self.lock, torch.no_grad():
