@@ -3,7 +3,8 @@
 Speaks the job protocol without torch: reads config.yaml (run_dir, resume_from_checkpoint, ...),
 appends metrics.jsonl lines, saves checkpoints/checkpoint-N/, writes output/studio.json. Options (config):
   steps (5), sleep (0.1 s per step), checkpoint_every (2), exit_code (0), raise_error ("" or a message:
-  raises FileNotFoundError with it at step `fail_at_step`), spawn_child (false: one grandchild that
+  raises FileNotFoundError with it at step `fail_at_step`), fail_if_exists ("" or a path: a ValueError naming
+  the column 'rejected' while that file exists -- bad data until the test "fixes" it), spawn_child (false: one grandchild that
   sleeps, plus one that leaves the process group with a new session), ignore_sigterm (false),
   graceful_stop (false: on SIGTERM finish the current step, save checkpoint-N taking save_seconds (1.0) into
   checkpoints/.partial and rename it, then exit 143 -- what backends/sft.py does; every SIGTERM is counted
@@ -92,6 +93,8 @@ def main(argv=None) -> int:
         time.sleep(sleep)
         if cfg.get("raise_error") and step == int(cfg.get("fail_at_step", 1)):
             raise FileNotFoundError(cfg["raise_error"])
+        if cfg.get("fail_if_exists") and Path(cfg["fail_if_exists"]).exists():  # bad data, until it is fixed
+            raise ValueError(f"rejected: the dataset has no column 'rejected' ({cfg['fail_if_exists']})")
         loss = round(2.0 / step, 4)
         if rank == 0:
             el = time.time() - t0

@@ -48,7 +48,7 @@ SUPERVISE = Path(__file__).resolve().parent / "_supervise.py"
 START_TIMEOUT = (
     120.0  # a job claimed (running, no pid yet) longer than this by a vanished engine -> interrupted
 )
-FINISHED = ("succeeded", "failed", "stopped", "interrupted")
+FINISHED = ("succeeded", "failed", "stopped", "interrupted", "cancelled")
 RESUMABLE = ("interrupted", "failed", "stopped")
 # Stop: the trainer finishes its step and saves a checkpoint within this many seconds, else SIGKILL.
 # Generous on purpose: a CPU step of a real model plus its save can take a minute or more.
@@ -58,6 +58,7 @@ STOPPED_NO_CHECKPOINT = (
     "re-run the job to start again"
 )
 ENGINE_KEYS = ("run_dir",)
+PIPELINE_KEYS = ("after", "pipeline", "step")  # a pipeline step's meta (app/jobs/pipeline.py)
 SCRUB_ENV = {
     "RANK",
     "LOCAL_RANK",
@@ -166,10 +167,14 @@ class Engine:
         spec: LaunchSpec | dict | None = None,
         recipe: str = "",
         meta: dict | None = None,
+        after: str = "",
     ) -> str:
         """Validate, write runs/<id>/{config.yaml, command.sh, launcher files}, queue. Returns the job id.
-        Without a spec the kind's default launch is used (its `launch` in app/kinds.py)."""
+        Without a spec the kind's default launch is used (its `launch` in app/kinds.py). With `after` (a job id)
+        the job starts only once that job succeeded, and is cancelled when it fails, stops or is deleted."""
         module_for(kind)
+        if after:
+            self.get(after)  # JobError when there is no such job
         if spec is None:
             spec = default_spec(kind)
         elif not isinstance(spec, LaunchSpec):
@@ -189,8 +194,10 @@ class Engine:
             config.setdefault("resume_from_checkpoint", "")
             argv, _env, _files = self._write_files(job_id, kind, config, spec, ds_config)
             meta = dict(meta or {})
+            if after:
+                meta["after"] = after
             with open(run_dir / "log.txt", "a") as f:
-                f.write(f"=== queued at {_now_str()} ===\n")
+                f.write(f"=== queued at {_now_str()}" + (f", after {after}" if after else "") + " ===\n")
             self.store.insert(
                 dict(
                     id=job_id,
@@ -270,18 +277,25 @@ class Engine:
             t.join()
             self._check(job_id, wait_exit=5.0)
 
-    def resume(self, job_id: str) -> None:
-        """Relaunch the same job (same id, same run dir) with resume_from_checkpoint: latest."""
+    def resume(self, job_id: str, fresh_if_no_checkpoint: bool = False) -> None:
+        """Relaunch the same job (same id, same run dir) with resume_from_checkpoint: latest. A cancelled
+        pipeline step, and with fresh_if_no_checkpoint a failed job without checkpoints (a step that failed on
+        its data before training), start again from scratch in the same run dir."""
         job = self.get(job_id)
-        if job["status"] not in RESUMABLE:
+        if job["status"] not in (*RESUMABLE, "cancelled"):
             raise JobError(
                 f"job {job_id} is {job['status']}; only an interrupted, failed or stopped job can be resumed"
             )
-        if not job["checkpoints"]:
+        if job["checkpoints"]:
+            config = dict(job["config"], resume_from_checkpoint="latest")
+            what = f"resume requested at {_now_str()} (from {job['checkpoints'][-1]})"
+        elif job["status"] == "cancelled" or fresh_if_no_checkpoint:
+            config = dict(job["config"], resume_from_checkpoint="")
+            what = f"restart requested at {_now_str()} (no checkpoint: from the start)"
+        else:
             raise JobError("no checkpoint to resume from; re-run instead")
-        config = dict(job["config"], resume_from_checkpoint="latest")
         self._write_config(Path(job["run_dir"]), config)
-        self._append_log(job, f"=== resume requested at {_now_str()} (from {job['checkpoints'][-1]}) ===")
+        self._append_log(job, f"=== {what} ===")
         if not self.store.update(
             job_id,
             job["status"],
@@ -315,7 +329,8 @@ class Engine:
         config.update(overrides or {})
         if spec is None:
             spec = old_spec
-        meta = dict(job["meta"], rerun_of=job_id)
+        meta = {k: v for k, v in job["meta"].items() if k not in PIPELINE_KEYS}  # a re-run stands alone
+        meta["rerun_of"] = job_id
         return self.submit(
             job["kind"], config, spec, recipe=job["recipe"] if recipe is None else recipe, meta=meta
         )
@@ -429,13 +444,41 @@ class Engine:
             self._wake.clear()
 
     def tick(self) -> None:
-        """One monitor pass: finalize ended jobs, start queued ones."""
+        """One monitor pass: finalize ended jobs, cancel the steps whose earlier step did not succeed, start
+        queued ones (a step only once the job it waits for succeeded)."""
         with self._tick_lock:
             for job in self.store.list(["running"]):
                 self._check_job(job)
+            self._cancel_waiting()
             if not self._stop.is_set():
-                for job in self.store.claim_queued(devices_conflict, self.owner):
+                for job in self.store.claim_queued(devices_conflict, self.owner, ready=self._ready):
                     self._launch(job)
+
+    def _ready(self, job: dict) -> bool:
+        after = (job.get("meta") or {}).get("after")
+        if not after:
+            return True
+        before = self.store.get(after)
+        return before is not None and before["status"] == "succeeded"
+
+    def _cancel_waiting(self) -> None:
+        """A queued job whose `after` job ended without success (or is gone) becomes cancelled, with the reason."""
+        for job in self.store.list(["queued"]):
+            after = (job.get("meta") or {}).get("after")
+            if not after:
+                continue
+            before = self.store.get(after)
+            if before is not None and before["status"] in ("queued", "running", "succeeded"):
+                continue
+            if before is None:
+                why = f"the job it waits for ({after}) was deleted"
+            else:
+                step = (before.get("meta") or {}).get("step")
+                what = f"step {step} ({before['kind']}, {after})" if step else f"job {after} ({before['kind']})"
+                why = f"{what} {before['status']}" + (f": {before['error']}" if before.get("error") else "")
+            if self.store.update(job["id"], "queued", status="cancelled", ended_at=time.time(),
+                                 error=f"cancelled: {why}"):
+                self._append_log(job, f"=== cancelled at {_now_str()}: {why} ===")
 
     def _check(self, job_id: str, wait_exit: float = 0.0) -> None:
         deadline = time.time() + wait_exit

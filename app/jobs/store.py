@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted")
+STATUSES = ("queued", "running", "succeeded", "failed", "stopped", "interrupted", "cancelled")
 ACTIVE = ("queued", "running")
 JSON_FIELDS = ("argv", "launcher", "config", "meta")
 
@@ -150,12 +150,14 @@ class JobStore:
         )
         return cur.rowcount > 0
 
-    def claim_queued(self, conflicts: Callable[[str, str], bool], owner: str) -> list[dict]:
+    def claim_queued(self, conflicts: Callable[[str, str], bool], owner: str,
+                     ready: Callable[[dict], bool] | None = None) -> list[dict]:
         """Atomically move the queued jobs that may start now to running (pid still NULL).
 
         FIFO per device set: a queued job starts only when no running job and no earlier queued job
-        uses a conflicting device set. Runs inside BEGIN IMMEDIATE, so of two processes calling this at
-        the same time only one claims a given job.
+        uses a conflicting device set. A job `ready` says may not start yet (a pipeline step waiting for the
+        step before it) is passed over without holding up the jobs behind it. Runs inside BEGIN IMMEDIATE, so
+        of two processes calling this at the same time only one claims a given job.
         """
 
         def tx():
@@ -172,6 +174,8 @@ class JobStore:
                     if r["status"] != "queued":
                         continue
                     ds = r["device_set"]
+                    if ready is not None and not ready(_row_to_dict(r)):
+                        continue  # waiting for another job: it holds no devices yet
                     if any(conflicts(ds, b) for b in busy):
                         busy.append(ds)  # it waits, and so does anything behind it on these devices
                         continue
