@@ -6,7 +6,7 @@ import gradio as gr
 from app.context import StudioContext
 from app.i18n import LANGUAGES, t
 from app import kinds
-from app.tabs import compare, datasets, environment, jobs, reward, training
+from app.tabs import compare, datasets, environment, jobs, pipeline, reward, training
 
 CSS = """
 #studio-header h1 { margin-bottom: 0; }
@@ -196,6 +196,10 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         comps = compare.build(ctx)
                         tab.select(comps["refresh"], outputs=[comps["base"], comps["tuned"], comps["reward"]],
                                    api_name=False, show_progress="hidden")
+                    elif key == "pipeline":
+                        followers[key] = pipe = pipeline.build(ctx)
+                        fn, ins, outs = pipe["refresh"]
+                        tab.select(fn, inputs=ins, outputs=outs, api_name=False, show_progress="hidden")
                     elif key == "jobs":
                         followers[key] = jobs.build(ctx, trained)
                     else:  # tabs of later issues show a one-line note until they are built
@@ -238,4 +242,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
         demo.load(fn, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
         for comps in trained.values():  # the command preview of each tab's initial form
             demo.load(comps["preview"], inputs=comps["all_inputs"], outputs=comps["command"], api_name=False)
+        if "pipeline" in followers:
+            fn, ins, outs = followers["pipeline"]["preview"]
+            demo.load(fn, inputs=ins, outputs=outs, api_name=False)
     return demo

@@ -142,3 +142,51 @@ def test_bad_steps_are_refused_before_anything_is_queued(eng):
     assert eng.list_jobs() == [] and pl.list_pipelines(eng) == []
     with pytest.raises(JobError):
         pl.resume(eng, "../etc")
+
+
+# ---------------------------------------------------------------- pipeline recipes (app/pipelines.py)
+def test_every_pipeline_recipe_builds_its_steps_for_every_algorithm():
+    from app import pipelines as plib
+
+    recipes = plib.load_recipes()
+    assert {"cpu-demo-smollm2-rlhf", "dschat-opt-1.3b-single-gpu", "dschat-opt-13b-single-node",
+            "dschat-opt-66b-multi-node", "dschat-llama2-7b-lora"} <= set(recipes)
+    assert {"ppo", "grpo", "dpo"} <= set(plib.algorithms())
+    for name, rec in recipes.items():
+        for algo in plib.algorithms():
+            if algo not in (rec.get("steps") or {}):
+                continue
+            steps = plib.build_steps(rec, algorithm=algo)
+            kinds_ = [s["kind"] for s in steps]
+            if algo == "dpo":
+                assert kinds_ == ["sft", "dpo"] and steps[1]["config"]["model_name_or_path"] == "job:@1", name
+            else:
+                assert kinds_ == ["sft", "reward", plib.ALGORITHM_KINDS[algo]], name
+                assert steps[2]["config"]["model_name_or_path"] == "job:@1", name
+                assert steps[2]["config"]["reward_model"] == "job:@2", name
+                assert steps[1]["config"]["model_name_or_path"] == rec["reward_model"], name
+            assert steps[0]["config"]["model_name_or_path"] == rec["actor_model"], name
+            if rec.get("dataset"):
+                assert all(s["config"]["dataset"] == rec["dataset"] for s in steps), name
+            want = {"cpu": "cpu", "single_gpu": "single_gpu", "single_node": "multi_gpu",
+                    "multi_node": "multi_node"}[rec["deployment"]]
+            assert all(s["spec"].preset == want for s in steps), name
+            for s in steps:
+                s["spec"].validate()
+    big = plib.build_steps(recipes["dschat-opt-66b-multi-node"])
+    assert all(s["spec"].zero_stage == 3 and "worker-2 slots=8" in s["spec"].hostfile_text for s in big[:1])
+    assert big[0]["config"]["learning_rate"] == 1.0e-4  # run_66b.sh's value over the 13b recipe's
+
+
+def test_pipeline_choices_are_checked_with_the_field_named():
+    from app import pipelines as plib
+
+    rec = plib.load_recipes()["cpu-demo-smollm2-rlhf"]
+    with pytest.raises(FieldError) as e:
+        plib.build_steps(rec, deployment="multi_node")
+    assert e.value.field == "hostfile"
+    with pytest.raises(FieldError) as e:
+        plib.build_steps(rec, algorithm="nope")
+    assert e.value.field == "algorithm"
+    steps = plib.build_steps(rec, algorithm="ppo", overrides={"rlhf": {"max_steps": "3"}}, data_split="2,4,4")
+    assert steps[2]["config"]["max_steps"] == "3" and all(s["config"]["data_split"] == "2,4,4" for s in steps)

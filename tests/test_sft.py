@@ -129,10 +129,10 @@ def test_recipes_load():
         assert {"launcher", "preset", "num_processes", "zero_stage", "offload"} <= set(raw["launcher"]), path
         cfg = C.load_config(SFTArgs, path, kind="sft")
         assert cfg.precision in ("fp32", "bf16", "fp16")
-    one = C.load_config(SFTArgs, RECIPES / "dschat-opt-1.3b-single-gpu.yaml", kind="sft")
+    one = C.load_config(SFTArgs, RECIPES / "dschat-opt-1.3b-sft-single-gpu.yaml", kind="sft")
     assert (one.max_seq_len, one.gradient_accumulation_steps, one.lora_r, one.seed) == (512, 8, 128, 1234)
     assert one.template == "dschat" and one.data_split == "2,4,4" and one.loss_on_prompt
-    big = C.load_config(SFTArgs, RECIPES / "dschat-opt-13b-single-node.yaml", kind="sft")
+    big = C.load_config(SFTArgs, RECIPES / "dschat-opt-13b-sft-single-node.yaml", kind="sft")
     assert big.num_train_epochs == 16 and big.gradient_checkpointing and big.deepspeed.endswith("zero3.json")
     assert len(big.dataset.split(",")) == 4
 
