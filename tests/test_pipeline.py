@@ -190,3 +190,16 @@ def test_pipeline_choices_are_checked_with_the_field_named():
     assert e.value.field == "algorithm"
     steps = plib.build_steps(rec, algorithm="ppo", overrides={"rlhf": {"max_steps": "3"}}, data_split="2,4,4")
     assert steps[2]["config"]["max_steps"] == "3" and all(s["config"]["data_split"] == "2,4,4" for s in steps)
+
+
+def test_the_jobs_table_groups_a_pipelines_steps_under_its_name(eng):
+    from app.tabs.jobs import jobs_frame
+
+    solo = eng.submit("dummy", {"steps": 1}, PY)
+    rec = pl.submit(eng, "my-rlhf", [step("sft"), step("reward", model="job:@1"), step("ppo", model="job:@1")])
+    later = eng.submit("dummy", {"steps": 1}, PY)
+    frame = jobs_frame(eng.list_jobs())
+    ids = list(frame.iloc[:, 0])
+    steps = [s["job"] for s in rec["steps"]]
+    assert ids == [later, *steps, solo]  # newest first; the pipeline's steps together, in step order
+    assert list(frame.iloc[1:4, 3]) == ["⛓ my-rlhf step 1", "⛓ my-rlhf step 2", "⛓ my-rlhf step 3"]

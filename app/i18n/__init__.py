@@ -343,6 +343,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "jobs.status.stopped": {"en": "stopped", "zh": "已停止"},
     "jobs.status.interrupted": {"en": "interrupted", "zh": "已中断"},
     "jobs.status.cancelled": {"en": "cancelled", "zh": "已取消"},
+    "jobs.pipeline_step": {"en": "⛓ {name} step {step}", "zh": "⛓ {name} 第 {step} 步"},
     # messages
     "msg.no_gpu": {"en": "no GPU: jobs run on CPU", "zh": "无 GPU：任务在 CPU 上运行"},
     "msg.preparing": {"en": "Preparing bundled models…", "zh": "正在准备内置模型……"},

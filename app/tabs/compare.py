@@ -49,8 +49,9 @@ def result_choices(engine, data_dir) -> list[tuple[str, str]]:
         o = Path(j["run_dir"]) / "output"
         lora = (o / "adapter_config.json").is_file()
         if lora or (o / "config.json").is_file():
-            out.append((f"{j['id']} — {j['kind']} {j.get('recipe') or ''} ({'LoRA' if lora else 'full'})".replace(
-                "  ", " "), f"job:{j['id']}"))
+            pipe = (j.get("meta") or {}).get("pipeline_name")
+            label = f"{j['id']} — {j['kind']} {j.get('recipe') or ''} ({'LoRA' if lora else 'full'})".replace("  ", " ")
+            out.append((f"{label} · pipeline {pipe}" if pipe else label, f"job:{j['id']}"))
     return out
 
 

@@ -21,14 +21,38 @@ COLUMNS = ["id", "status", "kind", "recipe", "model", "dataset", "started", "dur
 COLUMN_WIDTHS = ["19%", "9%", "6%", "12%", "13%", "15%", "10%", "8%", "8%"]  # every column fits at 1400 px
 
 
+def grouped(jobs: list[dict]) -> list[dict]:
+    """Newest first, a pipeline's steps together (in step order) where its newest step stands."""
+    out, seen = [], set()
+    for j in jobs:
+        pid = (j.get("meta") or {}).get("pipeline")
+        if not pid:
+            out.append(j)
+        elif pid not in seen:
+            seen.add(pid)
+            out += sorted((x for x in jobs if (x.get("meta") or {}).get("pipeline") == pid),
+                          key=lambda x: x["meta"].get("step", 0))
+    return out
+
+
+def _recipe_cell(j: dict, lang: str) -> str:
+    meta = j.get("meta") or {}
+    if not meta.get("pipeline"):
+        return j["recipe"]
+    head = t("jobs.pipeline_step", lang).format(name=meta.get("pipeline_name") or meta["pipeline"],
+                                                step=meta.get("step", "?"))
+    return f"{head} · {j['recipe']}" if j["recipe"] else head
+
+
 def jobs_frame(jobs: list[dict], lang: str = "en") -> pd.DataFrame:
-    """The table, headers and statuses in `lang`; the job id is always the first column."""
+    """The table, headers and statuses in `lang`; the job id is always the first column; a pipeline's steps are
+    grouped and named by their pipeline in the recipe column."""
     rows = []
     now = time.time()
-    for j in jobs:
+    for j in grouped(jobs):
         start, end = j.get("started_at"), j.get("ended_at")
         duration = (end or now) - start if start else None
-        rows.append([j["id"], t(f"jobs.status.{j['status']}", lang), j["kind"], j["recipe"], _short(j["model"]),
+        rows.append([j["id"], t(f"jobs.status.{j['status']}", lang), j["kind"], _recipe_cell(j, lang), _short(j["model"]),
                      _short(j["dataset"]),
                      time.strftime("%m-%d %H:%M", time.localtime(start)) if start else "—",
                      format_eta(duration) if duration is not None else "—",
