@@ -130,11 +130,13 @@ def build_steps(recipe: dict, *, actor_model: str | None = None, reward_model: s
 
 
 def commands(engine, steps: list[dict]) -> str:
-    """Each step's command.sh as the engine would write it (nothing queued), one after the other."""
+    """Each step's command as the engine would write it (nothing queued): step 1's whole command.sh (cd, the
+    variables every step exports), then each step's own launch line."""
     out = []
     for n, s in enumerate(steps, 1):
-        out.append(f"# --- step {n}: {s['title']} (recipe {s['recipe']})")
-        out.append(engine.preview_command(s["kind"], s["config"], s["spec"]).strip())
+        sh = engine.preview_command(s["kind"], s["config"], s["spec"]).strip().splitlines()
+        out.append(f"# --- step {n}: {s['title']} (recipe {s['recipe']})" + (", after step %d" % (n - 1) if n > 1 else ""))
+        out += sh if n == 1 else [line for line in sh if line.startswith("exec ")]
     return "\n".join(out) + "\n"
 
 
