@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.jobs import JobStore
+from conftest import doc_screenshot
 
 
 def _fill(page, elem: str, value: str) -> None:
@@ -40,6 +41,7 @@ def test_a_two_step_pipeline_runs_from_the_page_and_its_actor_is_offered_in_ab(s
     sft, dpo = sorted((j for j in jobs if j["meta"].get("pipeline")), key=lambda j: j["meta"]["step"])
     assert dpo["config"]["model_name_or_path"] == f"job:{sft['id']}" and dpo["meta"]["after"] == sft["id"]
     assert "step 2 of 2" in page.locator("#pipe-progress").inner_text()
+    doc_screenshot(page, "pipeline.png", studio_data_dir)
     # the final actor in the A/B tab, named by its pipeline
     page.get_by_role("tab", name="A/B compare").click()
     page.locator("#ab-tuned input").click()
