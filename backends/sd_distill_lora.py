@@ -430,6 +430,7 @@ class Models:
         self.vae = AutoencoderKL.from_pretrained(model, subfolder="vae").to(device)
         self.noise_scheduler = DDPMScheduler.from_pretrained(model, subfolder="scheduler")
         self.unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet").to(device)
+        self.raw = self.unet  # the unwrapped UNet (self.unet may become accelerate's DDP wrapper of it)
         for m in (self.text_encoder, self.vae):
             m.requires_grad_(False)
             m.eval()
@@ -474,10 +475,10 @@ class Models:
         """The guided teacher prediction (one batched pass over [uncond, cond]; one pass when w = 1)."""
         import torch
 
-        unet = self.teacher if self.teacher is not None else self.unet
+        unet = self.teacher if self.teacher is not None else self.raw
         with torch.no_grad():
             if self.teacher is None:
-                self.unet.disable_adapters()
+                self.raw.disable_adapters()
             try:
                 if w == 1:
                     return unet(noisy, t, encoder_hidden_states=cond).sample
@@ -487,7 +488,7 @@ class Models:
                 return guided(u, c, w)
             finally:
                 if self.teacher is None:
-                    self.unet.enable_adapters()
+                    self.raw.enable_adapters()
 
     def pipeline(self, scheduler=None):
         """A StableDiffusionPipeline over these parts (the student UNet, adapters on)."""
@@ -497,7 +498,7 @@ class Models:
             cls = LCMScheduler if self.mode == "lcm_lora" else DPMSolverMultistepScheduler
             scheduler = cls.from_config(self.noise_scheduler.config)
         pipe = StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
-                                       unet=self.unet, scheduler=scheduler, safety_checker=None,
+                                       unet=self.raw, scheduler=scheduler, safety_checker=None,
                                        feature_extractor=None, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -529,7 +530,7 @@ def distill_loss(m: Models, latents, cond, uncond, cfg: SDDistillArgs, g):
     out = m.unet(noisy, start_t, encoder_hidden_states=cond).sample
     model_pred = c_skip_s * noisy + c_out_s * predicted_x0(out, start_t, noisy, m.prediction_type, m.alphas, m.sigmas)
     with torch.no_grad():
-        unet = m.unet
+        unet = m.raw
         unet.disable_adapters()
         try:
             both = unet(torch.cat([noisy, noisy]), torch.cat([start_t, start_t]),
@@ -587,7 +588,7 @@ def generate_data(m: Models, prompts: list[str], cfg: SDDistillArgs, out: Path, 
     pipe = m.pipeline(DPMSolverMultistepScheduler.from_config(m.noise_scheduler.config))
     t0 = time.time()
     if m.teacher is None:
-        m.unet.disable_adapters()
+        m.raw.disable_adapters()
     if m.teacher is not None:
         pipe.unet = m.teacher
     try:
@@ -600,7 +601,7 @@ def generate_data(m: Models, prompts: list[str], cfg: SDDistillArgs, out: Path, 
                 log(f"data: generated {n}/{len(want)} images ({time.time() - t0:.0f}s)")
     finally:
         if m.teacher is None:
-            m.unet.enable_adapters()
+            m.raw.enable_adapters()
     tmp = meta.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps({"file_name": f, "text": p}, ensure_ascii=False) + "\n" for f, p, _ in want),
                    encoding="utf-8")
@@ -686,8 +687,8 @@ def save_validation(m: Models, cfg: SDDistillArgs, run_dir: Path, step: int, log
     out = run_dir / "samples"
     out.mkdir(parents=True, exist_ok=True)
     files = []
-    was = m.unet.training
-    m.unet.eval()
+    was = m.raw.training
+    m.raw.eval()
     for i in range(cfg.num_validation_images):
         g = torch.Generator("cpu").manual_seed(cfg.seed + i)
         img = pipe(prompt, num_inference_steps=steps, guidance_scale=1.0, height=cfg.resolution,
@@ -697,7 +698,7 @@ def save_validation(m: Models, cfg: SDDistillArgs, run_dir: Path, step: int, log
         img.save(tmp, format="PNG")
         tmp.replace(f)  # the gallery never sees half a file
         files.append(f)
-    m.unet.train(was)
+    m.raw.train(was)
     log(f"validation: {len(files)} images of {prompt!r} at step {step} ({steps} steps, guidance off)")
     return files
 
@@ -754,7 +755,7 @@ def run(cfg: SDDistillArgs, job: runner.Job) -> dict[str, Any]:
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer, num_warmup_steps=cfg.lr_warmup_steps,
                               num_training_steps=total)
     m.unet, optimizer = accelerator.prepare(m.unet, optimizer)
-    student = accelerator.unwrap_model(m.unet)
+    student = m.raw = accelerator.unwrap_model(m.unet)
 
     loop = Loop(KIND, cfg, job, total_steps=total, global_batch=per_step, save_every=cfg.checkpointing_steps,
                 save_total_limit=cfg.checkpoints_total_limit,
