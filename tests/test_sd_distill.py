@@ -199,7 +199,7 @@ def test_full_mode_batch_2_from_a_folder_saves_a_pipeline_and_resume_continues(p
 def test_lcm_lora_trains_saves_an_lcm_lora_and_reports_its_distance_to_the_teacher(prepared_data_dir, tmp_path):
     """A short LCM-LoRA run: the output contract, and the LoRA changes the 4-step LCMScheduler images. Whether its
     4 steps come closer to the teacher's 25-step CFG images is measured and printed, not asserted: on the random
-    bundled pipeline 40 steps move that distance by well under 1% (see the report in the README)."""
+    bundled pipeline 20-60 steps move that distance by well under 1% (see the report in the README)."""
     import torch
     from diffusers import DDIMScheduler, LCMScheduler
 
@@ -207,13 +207,13 @@ def test_lcm_lora_trains_saves_an_lcm_lora_and_reports_its_distance_to_the_teach
     run = tmp_path / "lcm"
     p = _cli("--pretrained_model_name_or_path", str(base), "--mode", "lcm_lora", "--rank", "8", "--resolution", "64",
              "--generate_images_per_prompt", "1", "--generate_steps", "8", "--train_batch_size", "2",
-             "--learning_rate", "1e-3", "--max_train_steps", "40", "--validation_steps", "40",
+             "--learning_rate", "1e-3", "--max_train_steps", "20", "--validation_steps", "20",
              "--num_validation_images", "1", "--run_dir", str(run))
     assert p.returncode == 0, p.stderr[-3000:]
     info = json.loads((run / "output" / "studio.json").read_text())
     assert (info["mode"], info["scheduler"], info["num_inference_steps"]) == ("lcm_lora", "LCMScheduler", 4)
-    assert (run / "samples" / "step-40-0.png").is_file()
-    assert len(_losses(run)) == 40
+    assert (run / "samples" / "step-20-0.png").is_file()
+    assert len(_losses(run)) == 20
 
     pipe = _pipe(base)
 
