@@ -277,3 +277,32 @@ def test_guidance_one_or_below_does_not_crash_and_means_no_or_less_guidance(prep
     assert torch.allclose(m.teacher_pred(x, t, cond, uncond, 1.0), plain)  # w = 1: the conditional prediction
     un = m.unet(x, t, encoder_hidden_states=uncond).sample.detach()
     assert torch.allclose(m.teacher_pred(x, t, cond, uncond, 0.0), un, atol=1e-5)  # w = 0: the unconditional one
+
+
+def test_recipes_load_and_sd21_is_the_reference_command(prepared_data_dir, tmp_path):
+    import yaml
+
+    from backends.common import config as C
+
+    names = []
+    for path in sorted((ROOT / "presets/recipes").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if raw.get("kind") == "sd_distill":
+            names.append(path.stem)
+            assert raw["description"] and raw["description_zh"], path
+            C.load_config(sd.SDDistillArgs, path, kind="sd_distill")
+    assert {"sd21-distill-lora", "sd15-distill-lora", "sd15-lcm-lora", "cpu-demo-tiny-sd"} <= set(names)
+    ref = C.load_config(sd.SDDistillArgs, ROOT / "presets/recipes/sd21-distill-lora.yaml", kind="sd_distill")
+    assert (ref.pretrained_model_name_or_path, ref.resolution, ref.train_batch_size, ref.learning_rate,
+            ref.lr_scheduler, ref.lr_warmup_steps, ref.default_prompt, ref.mode, ref.guidance_scale) == (
+        "stabilityai/stable-diffusion-2-1-base", 512, 1, 5e-4, "constant", 0, "A man dancing", "lora", 7.5)
+    demo = C.load_config(sd.SDDistillArgs, ROOT / "presets/recipes/cpu-demo-tiny-sd.yaml", kind="sd_distill")
+    sd.validate_config({**C.to_dict(demo), "data_dir": str(prepared_data_dir), "run_dir": "runs/x-sd-demo-check"})
+
+
+def test_diffusiondb_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(FieldError) as e:
+        sd.diffusiondb_rows(sd.SDDistillArgs(data_source="diffusiondb"), None, tmp_path / "db", print)
+    assert e.value.field == "data_source" and "Without internet use data_source generate or folder" in e.value.message
