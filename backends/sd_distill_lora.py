@@ -726,6 +726,12 @@ def run(cfg: SDDistillArgs, job: runner.Job) -> dict[str, Any]:
     set_threads()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     device = accelerator.device
+    per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps * accelerator.num_processes
+    # first, so that a Stop while the models load or the data is generated exits at once; its step total is set
+    # once the data is known
+    loop = Loop(KIND, cfg, job, total_steps=max(1, cfg.max_train_steps), global_batch=per_step,
+                save_every=cfg.checkpointing_steps, save_total_limit=cfg.checkpoints_total_limit,
+                start_info={"mode": cfg.mode, "base_model": r.model})
     torch.manual_seed(cfg.seed)  # LoRA init (gaussian) and anything else torch draws: the seed really seeds
     m = Models(r.model, cfg.mode, rank=cfg.rank, device=device, gradient_checkpointing=cfg.gradient_checkpointing,
                log=log)
@@ -745,7 +751,6 @@ def run(cfg: SDDistillArgs, job: runner.Job) -> dict[str, Any]:
     else:
         rows = diffusiondb_rows(cfg, job.data_dir, job.run_dir / "diffusiondb", log)
     world = accelerator.num_processes
-    per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps * world
     steps_per_epoch = max(1, math.ceil(len(rows) / per_step))
     total = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch
     log(f"data: {len(rows)} images ({cfg.data_source}), {cfg.resolution}px, {per_step} per step; {total} steps "
@@ -757,9 +762,8 @@ def run(cfg: SDDistillArgs, job: runner.Job) -> dict[str, Any]:
     m.unet, optimizer = accelerator.prepare(m.unet, optimizer)
     student = m.raw = accelerator.unwrap_model(m.unet)
 
-    loop = Loop(KIND, cfg, job, total_steps=total, global_batch=per_step, save_every=cfg.checkpointing_steps,
-                save_total_limit=cfg.checkpoints_total_limit,
-                start_info={"mode": cfg.mode, "base_model": r.model, "images": len(rows)})
+    loop.total_steps = loop.state.max_steps = total
+    loop.metrics.start_info["images"] = len(rows)
     state = loop.resume_state()
     if state:
         ck = Path(job.resume)
