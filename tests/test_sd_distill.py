@@ -199,7 +199,7 @@ def test_full_mode_batch_2_from_a_folder_saves_a_pipeline_and_resume_continues(p
 def test_lcm_lora_trains_saves_an_lcm_lora_and_reports_its_distance_to_the_teacher(prepared_data_dir, tmp_path):
     """A short LCM-LoRA run: the output contract, and the LoRA changes the 4-step LCMScheduler images. Whether its
     4 steps come closer to the teacher's 25-step CFG images is measured and printed, not asserted: on the random
-    bundled pipeline 20-60 steps move that distance by well under 1% (see the report in the README)."""
+    bundled pipeline 20 to 150 steps move that distance by well under 1% (see the README)."""
     import torch
     from diffusers import DDIMScheduler, LCMScheduler
 
