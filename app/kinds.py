@@ -124,3 +124,7 @@ register(Kind("dpo", "backends.dpo", "backends.dpo:DPOArgs", "backends.dpo:valid
 register(Kind("ab_eval", "backends.ab_eval", "backends.ab_eval:ABEvalArgs", "backends.ab_eval:validate_config",
               launch={"launcher": "python", "preset": "cpu", "num_processes": 1}, series=(),
               docs="options:ab_eval"))
+register(Kind("sd_distill", "backends.sd_distill_lora", "backends.sd_distill_lora:SDDistillArgs",
+              "backends.sd_distill_lora:validate_config", tab="sd_lora", stage="stage.sd_distill",
+              default_recipe="cpu-demo-tiny-sd", launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
+              series=("loss",), produces="sd_lora", panels=("gallery",), docs="options:sd_distill"))
