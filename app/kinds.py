@@ -124,3 +124,8 @@ register(Kind("dpo", "backends.dpo", "backends.dpo:DPOArgs", "backends.dpo:valid
 register(Kind("ab_eval", "backends.ab_eval", "backends.ab_eval:ABEvalArgs", "backends.ab_eval:validate_config",
               launch={"launcher": "python", "preset": "cpu", "num_processes": 1}, series=(),
               docs="options:ab_eval"))
+register(Kind("rlhf_ppo", "backends.rlhf.ppo", "backends.rlhf.ppo:PPOArgs", "backends.rlhf.ppo:validate_config",
+              tab="rlhf", stage="stage.ppo", default_recipe="cpu-demo-smollm2-ppo",
+              launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
+              series=("reward_mean", "kl", "actor_loss", "critic_loss", "answer_len"),
+              produces="policy", panels=("samples",), docs="options:rlhf_ppo"))
