@@ -245,7 +245,8 @@ def test_deepspeed_zero2_on_two_cpu_processes_finishes(engine, studio_data_dir, 
     if built.is_dir():
         (studio_data_dir / "cache").mkdir(exist_ok=True)
         (studio_data_dir / "cache" / "torch_extensions").symlink_to(built, target_is_directory=True)
-    cfg = tiny_config(tiny_lm, tiny_rm, "", data_dir=str(studio_data_dir), max_steps=2, print_answers=False)
+    cfg = tiny_config(tiny_lm, tiny_rm, "", data_dir=str(studio_data_dir), max_steps=2, save_steps=1,
+                      print_answers=False)
     cfg.pop("run_dir")
     job_id = engine.submit("rlhf_ppo", cfg, LaunchSpec(launcher="deepspeed", preset="cpu", num_processes=2,
                                                        zero_stage=2))
@@ -256,6 +257,8 @@ def test_deepspeed_zero2_on_two_cpu_processes_finishes(engine, studio_data_dir, 
     out = Path(job["run_dir"]) / "output"
     assert json.loads((out / "studio.json").read_text())["kind"] == "rlhf_ppo"
     assert (out / "adapter_model.safetensors").is_file()
+    ck = Path(job["run_dir"]) / "checkpoints" / "checkpoint-1"  # DeepSpeed's collective save of both engines
+    assert (ck / "studio-state.json").is_file() and (ck / "actor" / "state").is_dir() and (ck / "critic" / "state").is_dir()
 
 
 # ------------------------------------------------------------------------------ acceptance: SmolLM2
