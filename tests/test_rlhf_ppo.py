@@ -178,6 +178,14 @@ def test_checkpoint_restores_actor_critic_and_optimizers(tiny_lm, tiny_rm, tmp_p
     oa, ob = a.actor_opt.state_dict()["state"], b.actor_opt.state_dict()["state"]
     assert oa and all(torch.equal(oa[k]["exp_avg"], ob[k]["exp_avg"]) for k in oa)
     assert b.critic_opt.state_dict()["state"] and b.actor_sched.last_epoch == a.actor_sched.last_epoch == 1
+    # DS-Chat's unsupervised mix: the LM loss of text blocks, its own actor step
+    text = tmp_path / "pretrain.jsonl"
+    text.write_text("".join(json.dumps({"text": f"The number {i} comes after {i - 1}."}) + "\n" for i in range(40)))
+    blocks = ppo.unsupervised_blocks([text], a.tokenizer, 16)
+    assert blocks and all(len(x) == 16 for x in blocks)
+    w0 = englib.trainable_state(a.actor)
+    loss = ppo.train_unsupervised(a, blocks[:2], cfg)
+    assert loss > 0 and any(not torch.equal(w0[k], v) for k, v in englib.trainable_state(a.actor).items())
     # the reward model is the critic with its adapter off: training the critic leaves the scores alone
     with a.reward_model() as rm, b.reward_model() as rm0:
         t = a.tokenizer(["Hello there, friend"], return_tensors="pt")
