@@ -885,3 +885,47 @@ def to_markdown(est: MemoryEstimate) -> str:
     lines.append("- approximate: activations assume a GPT-style layer; CUDA context, fragmentation and "
                  "communication buffers are not counted (1 GB is kept free in the verdict).")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------- RLHF PPO
+
+@dataclass(frozen=True)
+class PPOEstimate:
+    """DeepSpeed-Chat step 3 (backends/rlhf/ppo.py): the trained actor and critic (each estimated as a
+    fine-tuning run) plus the frozen reference and reward model -- real copies without LoRA (four models, as
+    DS-Chat), none with LoRA (the reference is the actor with its adapter off, the reward model the critic with
+    its adapter off: two copies of base weights)."""
+    actor: MemoryEstimate
+    critic: MemoryEstimate
+    frozen_gb: float             # per GPU: the reference + reward model weights (0 with LoRA on both)
+    base_copies: int             # copies of base weights in memory: 4, 3 or 2
+    total_gb: float              # per GPU: actor + critic + frozen copies
+    cpu_training_ram_gb: float   # on the CPU alone
+
+    def to_markdown(self) -> str:
+        return (f"**PPO: {self.base_copies} copies of base weights** (actor {self.actor.model.name}, critic "
+                f"{self.critic.model.name}) · actor {self.actor.total_gb:.2f} GB + critic {self.critic.total_gb:.2f} "
+                f"GB + frozen reference / reward model {self.frozen_gb:.2f} GB = **{self.total_gb:.2f} GB per "
+                f"GPU** ({self.cpu_training_ram_gb:.2f} GB RAM on the CPU alone); generation's KV cache not "
+                "counted.")
+
+
+def estimate_ppo(actor: Any, critic: Any, actor_lora_rank: Any = 0, critic_lora_rank: Any = 0, *,
+                 precision: Any = "bf16", zero_stage: Any = 0, offload: Any = False, num_gpus: Any = 1,
+                 num_nodes: Any = 1, micro_batch: Any = 1, seq_len: Any = 512, grad_checkpointing: Any = False,
+                 data_dir: str | os.PathLike | None = None) -> PPOEstimate:
+    """Memory of a PPO run: `actor_lora_rank` / `critic_lora_rank` 0 = full fine-tuning of that model."""
+    common = dict(precision=precision, zero_stage=zero_stage, offload=offload, num_gpus=num_gpus,
+                  num_nodes=num_nodes, micro_batch=micro_batch, seq_len=seq_len,
+                  grad_checkpointing=grad_checkpointing, data_dir=data_dir)
+    ra = parse_int(actor_lora_rank, "actor_lora_dim", 0, 65536)
+    rc = parse_int(critic_lora_rank, "critic_lora_dim", 0, 65536)
+    a = estimate(actor, method="lora" if ra else "full", lora_rank=ra or 8, **common)
+    c = estimate(critic, method="lora" if rc else "full", lora_rank=rc or 8, **common)
+    p = 2 if a.precision in ("bf16", "fp16") else 4
+    frozen = (0 if ra else p * a.model.params) + (0 if rc else p * c.model.params)
+    cpu_frozen = (0 if ra else 4 * a.model.params) + (0 if rc else 4 * c.model.params)
+    return PPOEstimate(actor=a, critic=c, frozen_gb=frozen / GiB, base_copies=2 + (0 if ra else 1) + (0 if rc else 1),
+                       total_gb=a.total_gb + c.total_gb + frozen / GiB,
+                       cpu_training_ram_gb=a.cpu_training_ram_gb + c.cpu_training_ram_gb - CPU_RUNTIME_GB
+                       + cpu_frozen / GiB)

@@ -128,3 +128,8 @@ register(Kind("sd_distill", "backends.sd_distill_lora", "backends.sd_distill_lor
               "backends.sd_distill_lora:validate_config", tab="sd_lora", stage="stage.sd_distill",
               default_recipe="cpu-demo-tiny-sd", launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
               series=("loss",), produces="sd_lora", panels=("gallery",), docs="options:sd_distill"))
+register(Kind("rlhf_ppo", "backends.rlhf.ppo", "backends.rlhf.ppo:PPOArgs", "backends.rlhf.ppo:validate_config",
+              tab="rlhf", stage="stage.ppo", default_recipe="cpu-demo-smollm2-ppo",
+              launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
+              series=("reward_mean", "kl", "actor_loss", "critic_loss", "answer_len"),
+              produces="policy", panels=("samples",), docs="options:rlhf_ppo"))

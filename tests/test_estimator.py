@@ -328,3 +328,17 @@ def test_gradio_strings_are_accepted():
             est.micro_batch, est.seq_len, est.grad_checkpointing) == ("lora", 16, 3, True, 8, 2, 4, 1024,
                                                                       True)
     assert est.plan() == "LoRA r=16 + ZeRO-3 offload + gradient checkpointing"
+
+
+def test_ppo_holds_four_models_or_two_base_copies_with_lora():
+    full = E.estimate_ppo("opt-1.3b", "opt-350m", precision="bf16")
+    lora = E.estimate_ppo("opt-1.3b", "opt-350m", 128, 8, precision="bf16")
+    a, c = full.actor.model.params, full.critic.model.params
+    assert full.base_copies == 4 and lora.base_copies == 2
+    assert full.frozen_gb == pytest.approx(2 * (a + c) / GiB) and lora.frozen_gb == 0
+    assert full.total_gb == pytest.approx(full.actor.total_gb + full.critic.total_gb + full.frozen_gb)
+    assert lora.total_gb < 0.5 * full.total_gb
+    assert "4 copies of base weights" in full.to_markdown() and "2 copies" in lora.to_markdown()
+    with pytest.raises(FieldError) as e:
+        E.estimate_ppo("opt-1.3b", "opt-350m", -1)
+    assert e.value.field == "actor_lora_dim"

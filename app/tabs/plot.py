@@ -33,6 +33,10 @@ SERIES: dict[str, tuple[str, str]] = {
     "eval_rewards/accuracies": ("plot.dpo_accuracy", "#9333ea"),
     "eval_rewards/chosen": ("plot.dpo_chosen", "#16a34a"),
     "eval_rewards/rejected": ("plot.dpo_rejected", "#dc2626"),
+    # PPO (backends/rlhf/ppo.py; reward_mean and kl above)
+    "actor_loss": ("plot.actor_loss", "#f97316"),
+    "critic_loss": ("plot.critic_loss", "#2563eb"),
+    "answer_len": ("plot.answer_len", "#64748b"),
 }
 
 W, H = 520, 240                       # viewBox; the SVG scales to the column width

@@ -33,7 +33,7 @@ from backends.common.errors import FieldError
 RECIPES_DIR = paths.ROOT / "presets" / "recipes"
 # Fields the engine owns (the one JobFields group every schema inherits): not shown in the form.
 ENGINE_FIELDS = set(cfgmod.field_names(cfgmod.JobFields))
-GROUP_ORDER = ["model", "data", "training", "lora", "output"]
+GROUP_ORDER = [g for g in cfgmod.GROUPS if g != "launcher"]  # the form's accordions (the launcher block is its own)
 LAUNCHERS = ["accelerate", "deepspeed", "python"]
 PRESETS = ["cpu", "single_gpu", "multi_gpu", "multi_node"]
 ZERO_CHOICES = ["none", "0", "1", "2", "3"]

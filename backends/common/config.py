@@ -8,7 +8,7 @@ A backend declares its options once, as a dataclass whose fields carry metadata:
         "min": 0, "min_exclusive": True, "group": "training"})
 
 Recognised metadata keys: ``help``, ``help_zh``, ``label``, ``label_zh``, ``group`` (model | data | training
-| lora | launcher | output), ``choices`` (list), ``min`` / ``max`` (inclusive bounds), ``min_exclusive`` /
+| ppo | lora | memory | launcher | output), ``choices`` (list), ``min`` / ``max`` (inclusive bounds), ``min_exclusive`` /
 ``max_exclusive`` (make the bound strict), ``allow`` (extra values accepted besides the range, e.g. ``[-1]``
 for "-1 = off"), ``widget`` (a hint for the UI: "file", "dir", "textbox", ...), ``order`` (position within
 its group: lower first, default 0, ties in declaration order; lets a schema's own fields sit among an
@@ -50,7 +50,7 @@ import yaml
 
 from .errors import FieldError
 
-GROUPS = ("model", "data", "training", "lora", "launcher", "output")
+GROUPS = ("model", "data", "training", "ppo", "lora", "memory", "launcher", "output")
 # Keys of a recipe file (presets/recipes/*.yaml) around its `config:` block.
 RECIPE_KEYS = ("kind", "name", "description", "description_zh", "launcher", "config")
 # How prompt and answer are joined (backends/common/data.py renders them; DataFields.template offers them).
