@@ -121,6 +121,13 @@ register(Kind("dpo", "backends.dpo", "backends.dpo:DPOArgs", "backends.dpo:valid
               series=("loss", "eval_rewards/margins", "eval_rewards/accuracies", "eval_rewards/chosen",
                       "eval_rewards/rejected"),
               produces="policy", docs="options:dpo"))
+# GRPO / RLOO (critic-free RLHF, TRL's GRPOTrainer / RLOOTrainer): one program, two algorithms of the RLHF tab
+_ONLINE_RL = dict(tab="rlhf", series=("reward_mean", "eval_reward_mean", "kl", "completions/mean_length"),
+                  produces="policy", panels=("samples",))
+register(Kind("grpo", "backends.grpo", "backends.grpo:GRPOArgs", "backends.grpo:validate_config", stage="stage.grpo",
+              default_recipe="cpu-demo-smollm2-grpo", docs="options:grpo", **_ONLINE_RL))
+register(Kind("rloo", "backends.rloo", "backends.rloo:RLOOArgs", "backends.rloo:validate_rloo", stage="stage.rloo",
+              default_recipe="cpu-demo-smollm2-rloo", docs="options:rloo", **_ONLINE_RL))
 register(Kind("ab_eval", "backends.ab_eval", "backends.ab_eval:ABEvalArgs", "backends.ab_eval:validate_config",
               launch={"launcher": "python", "preset": "cpu", "num_processes": 1}, series=(),
               docs="options:ab_eval"))

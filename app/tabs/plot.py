@@ -33,6 +33,9 @@ SERIES: dict[str, tuple[str, str]] = {
     "eval_rewards/accuracies": ("plot.dpo_accuracy", "#9333ea"),
     "eval_rewards/chosen": ("plot.dpo_chosen", "#16a34a"),
     "eval_rewards/rejected": ("plot.dpo_rejected", "#dc2626"),
+    # GRPO / RLOO (reward_mean, kl above: the sampled answers' mean RM score, the KL to the reference)
+    "eval_reward_mean": ("plot.eval_reward_mean", "#0891b2"),
+    "completions/mean_length": ("plot.answer_length", "#6b7280"),
 }
 
 W, H = 520, 240                       # viewBox; the SVG scales to the column width

@@ -693,10 +693,10 @@ def to_prompt_only(ds, *, template: str, tokenizer=None, prompt_column: str = "p
                   remove_columns=list(ds.column_names))
 
 
-def load_prompt_data(cfg: Any, paths_: list[Path], tokenizer, *, phase: int = 3, log=print):
+def load_prompt_data(cfg: Any, paths_: list[Path], tokenizer, *, phase: int = 2, log=print):
     """(train, eval or None) of rendered prompts {"prompt"} for RLHF (PromptFields): each dataset cut by data_split
-    (phase 3), blended, prompts over max_prompt_seq_len tokens dropped and counted (DeepSpeed-Chat's rule), split
-    by eval_ratio."""
+    (DS-Chat's phase 3 = `phase` 2 of apply_data_split: the third part), blended, prompts over max_prompt_seq_len
+    tokens dropped and counted (DeepSpeed-Chat's rule), split by eval_ratio."""
     from datasets import concatenate_datasets
 
     parts = []

@@ -513,7 +513,7 @@ def answer_one(side: Side, text: str, settings: GenSettings, *, adapter: bool = 
 class RewardScorer:
     """A sequence-classification model with one label scores prompt + answer (higher is better)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, device: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         modeling.check_reward_model(path, field="reward_model")
@@ -521,7 +521,10 @@ class RewardScorer:
         self.tok = AutoTokenizer.from_pretrained(path)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        device, dtype = placement()
+        where, dtype = placement()
+        device = str(device) if device is not None else where  # a training rank's own device (RLHF's reward)
+        if device == "cpu":
+            dtype = "fp32"
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=modeling.torch_dtype(dtype))
         self.model.to(device)
         self.model.config.pad_token_id = self.tok.pad_token_id
@@ -529,14 +532,22 @@ class RewardScorer:
         self.lock = threading.Lock()
 
     def score(self, prompt_text: str, answers: list[str]) -> list[float]:
+        return self.score_texts([prompt_text + a for a in answers])
+
+    def score_texts(self, texts: list[str], batch_size: int = 0) -> list[float]:
+        """Scores of whole rendered texts (prompt + answer), `batch_size` at a time (0 = all at once)."""
         import torch
 
-        self.tok.padding_side = "right"
-        enc = self.tok([prompt_text + a for a in answers], return_tensors="pt", padding=True, truncation=True,
-                       max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
-        enc = enc.to(self.model.device)
-        with self.lock, torch.no_grad():
-            return [float(x) for x in self.model(**enc).logits[:, 0]]
+        out: list[float] = []
+        step = batch_size or max(1, len(texts))
+        for i in range(0, len(texts), step):
+            self.tok.padding_side = "right"
+            enc = self.tok(texts[i:i + step], return_tensors="pt", padding=True, truncation=True,
+                           max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
+            enc = enc.to(self.model.device)
+            with self.lock, torch.no_grad():
+                out += [float(x) for x in self.model(**enc).logits[:, 0].float()]
+        return out
 
 
 _SCORERS: OrderedDict[str, RewardScorer] = OrderedDict()
