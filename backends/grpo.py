@@ -322,8 +322,7 @@ def _trainer_class(kind: str):
         def greedy_answers(self, prompts: list[str]) -> tuple[list[str], list[int]]:
             tok = self.processing_class
             side, tok.padding_side = tok.padding_side, "left"
-            eos = {self.eos_token_id} if hasattr(self, "eos_token_id") else set()
-            eos |= {tok.eos_token_id} if tok.eos_token_id is not None else set()
+            eos = set(getattr(self, "eos_token_ids", None) or []) | {tok.eos_token_id}
             answers, lengths = [], []
             bs = max(1, self.args.per_device_eval_batch_size)
             try:
