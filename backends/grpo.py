@@ -331,7 +331,8 @@ def _trainer_class(kind: str):
                         enc = tok(prompts[i:i + bs], return_tensors="pt", padding=True, add_special_tokens=False)
                         enc = enc.to(self.accelerator.device)
                         out = model.generate(**enc, max_new_tokens=self.max_answer_len, do_sample=False,
-                                             use_cache=True, pad_token_id=tok.pad_token_id)
+                                             use_cache=True, pad_token_id=tok.pad_token_id,
+                                             eos_token_id=sorted(t for t in eos if t is not None))
                         for row in out[:, enc["input_ids"].shape[1]:].tolist():
                             n = next((j + 1 for j, t in enumerate(row) if t in eos), len(row))
                             lengths.append(n)
