@@ -175,3 +175,15 @@ def test_grpo_raises_the_reward_of_greedy_held_out_answers(demo_adapter, demo_sf
         assert m["eval_reward_mean"] > m["first_eval_reward_mean"]
     finally:
         shutil.rmtree(prepared_data_dir / run, ignore_errors=True)
+
+
+def test_prompt_data_is_the_third_part_of_a_ds_chat_split(tiny_lm):
+    """data_split 2,4,4: RLHF's prompts are the last 40 % (DS-Chat's phase 3), disjoint from SFT's and the RM's."""
+    from backends.common import data as datalib
+
+    cfg = grpo.GRPOArgs(reward_model="x", data_split="2,4,4", eval_ratio=0)
+    path = datalib.resolve_datasets(cfg.dataset)[0]
+    train, held_out = datalib.load_prompt_data(cfg, [path], modeling.load_tokenizer(str(tiny_lm)), log=lambda m: None)
+    third = datalib.apply_data_split(datalib.load_rows(path), "2,4,4", phase=2, seed=cfg.seed)
+    assert held_out is None and len(train) == len(third) == 40
+    assert [p.split("user\n")[1].split("<|im_end|>")[0] for p in train["prompt"]] == list(third["prompt"])
