@@ -109,6 +109,7 @@ def dataset_field(kind: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------ the kinds
+# Registry order is each tab's stage-dropdown order: the RLHF tab lists PPO, GRPO, RLOO, then DPO / KTO.
 register(Kind("sft", "backends.sft", "backends.sft:SFTArgs", "backends.sft:validate_config", tab="sft",
               stage="stage.sft", default_recipe="cpu-demo-smollm2", series=("loss", "eval_loss"),
               produces="policy", docs="options:sft"))
@@ -116,6 +117,18 @@ register(Kind("reward", "backends.reward", "backends.reward:RewardArgs", "backen
               tab="reward", stage="stage.reward", default_recipe="cpu-demo-smollm2-rm",
               series=("loss", "eval_accuracy", "eval_chosen_score", "eval_rejected_score"),
               produces="reward_model", docs="options:reward"))
+register(Kind("rlhf_ppo", "backends.rlhf.ppo", "backends.rlhf.ppo:PPOArgs", "backends.rlhf.ppo:validate_config",
+              tab="rlhf", stage="stage.ppo", default_recipe="cpu-demo-smollm2-ppo",
+              launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
+              series=("reward_mean", "kl", "actor_loss", "critic_loss", "answer_len"),
+              produces="policy", panels=("samples",), docs="options:rlhf_ppo"))
+# GRPO / RLOO (critic-free RLHF, TRL's GRPOTrainer / RLOOTrainer): one program, two algorithms of the RLHF tab
+_ONLINE_RL = dict(tab="rlhf", series=("reward_mean", "eval_reward_mean", "kl", "answer_len"),
+                  produces="policy", panels=("samples",))
+register(Kind("grpo", "backends.grpo", "backends.grpo:GRPOArgs", "backends.grpo:validate_config", stage="stage.grpo",
+              default_recipe="cpu-demo-smollm2-grpo", docs="options:grpo", **_ONLINE_RL))
+register(Kind("rloo", "backends.rloo", "backends.rloo:RLOOArgs", "backends.rloo:validate_rloo", stage="stage.rloo",
+              default_recipe="cpu-demo-smollm2-rloo", docs="options:rloo", **_ONLINE_RL))
 register(Kind("dpo", "backends.dpo", "backends.dpo:DPOArgs", "backends.dpo:validate_config", tab="rlhf",
               stage="stage.dpo", default_recipe="cpu-demo-smollm2-dpo",
               series=("loss", "eval_rewards/margins", "eval_rewards/accuracies", "eval_rewards/chosen",
@@ -128,8 +141,3 @@ register(Kind("sd_distill", "backends.sd_distill_lora", "backends.sd_distill_lor
               "backends.sd_distill_lora:validate_config", tab="sd_lora", stage="stage.sd_distill",
               default_recipe="cpu-demo-tiny-sd", launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
               series=("loss",), produces="sd_lora", panels=("gallery",), docs="options:sd_distill"))
-register(Kind("rlhf_ppo", "backends.rlhf.ppo", "backends.rlhf.ppo:PPOArgs", "backends.rlhf.ppo:validate_config",
-              tab="rlhf", stage="stage.ppo", default_recipe="cpu-demo-smollm2-ppo",
-              launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
-              series=("reward_mean", "kl", "actor_loss", "critic_loss", "answer_len"),
-              produces="policy", panels=("samples",), docs="options:rlhf_ppo"))

@@ -123,7 +123,10 @@ def build_steps(recipe: dict, *, actor_model: str | None = None, reward_model: s
         config.update(overrides.get(role) or {})
         launch = {**(base.get("launcher") or {}), **(entry.get("launcher") or {}), **DEPLOYMENT_LAUNCH[deployment]}
         if deployment == "multi_node":
+            from app.jobs.launcher import parse_hostfile
+
             launch["hostfile_text"] = hostfile or recipe.get("hostfile", "")
+            launch["num_machines"] = max(2, len(parse_hostfile(launch["hostfile_text"])))
         steps.append({"kind": kind, "role": role, "title": f"{role}: {kind}", "recipe": entry["recipe"],
                       "config": config, "spec": LaunchSpec.from_dict(launch)})
     return steps

@@ -420,7 +420,7 @@ def evaluate(cfg: ABEvalArgs | dict, *, log=_log) -> dict[str, Any]:
         reward_a = reward_b = None
         if scorer is not None:
             # one shared context for both answers (the fine-tuned side's rendering of the prompt)
-            reward_a, reward_b = scorer.score(tb, [answer_a, answer_b])
+            reward_a, reward_b = scorer.score(tb, [answer_a, answer_b], template)
         row = {"prompt": prompt, "answer_a": answer_a, "answer_b": answer_b, "reward_a": reward_a,
                "reward_b": reward_b, "winner": winner_of(reward_a, reward_b, cfg.tie_margin)}
         rows.append(row)

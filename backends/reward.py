@@ -39,7 +39,7 @@ from backends.common.errors import FieldError
 KIND = "reward"
 DESCRIPTION = "Reward model training (DeepSpeed-Chat step 2) with TRL's RewardTrainer."
 _m = cfglib.meta
-START_KINDS = ("sft", "dpo")  # jobs whose result a reward model may start from
+START_KINDS = modeling.POLICY_KINDS  # jobs whose result it may start from (a policy)
 METRICS = ("eval_chosen_score", "eval_rejected_score", "eval_accuracy", "eval_margin")
 
 

@@ -420,7 +420,6 @@ class Models:
 
     def __init__(self, model: str, mode: str, *, rank: int = 4, device="cpu", gradient_checkpointing: bool = False,
                  log=print):
-        import torch
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 

@@ -34,7 +34,11 @@ def test_launcher_engine_and_pickers_read_the_registry():
 
     assert module_for("reward") == "backends.reward"
     assert default_spec("ab_eval").launcher == "python" and default_spec("sft").launcher == "accelerate"
-    assert kinds.producing("policy") == ("sft", "dpo", "rlhf_ppo") and kinds.producing("reward_model") == ("reward",)
+    assert kinds.producing("policy") == ("sft", "rlhf_ppo", "grpo", "rloo", "dpo")
+    assert kinds.producing("reward_model") == ("reward",)
+    from backends.common import modeling
+
+    assert set(modeling.POLICY_KINDS) == set(kinds.producing("policy"))  # the backends' copy of the fact
     assert (kinds.model_field("sft"), kinds.dataset_field("sft")) == ("model_name_or_path", "dataset")
     with pytest.raises(Exception, match="unknown job kind 'nope'"):
         module_for("nope")
@@ -44,7 +48,7 @@ def test_a_tab_with_a_kind_is_a_training_tab_and_the_others_say_what_works():
     from app.i18n import t
 
     assert [k.name for k in kinds.of_tab("reward")] == ["reward"]
-    assert [k.name for k in kinds.of_tab("rlhf")] == ["dpo", "rlhf_ppo"]
+    assert [k.name for k in kinds.of_tab("rlhf")] == ["rlhf_ppo", "grpo", "rloo", "dpo"]  # the stage dropdown's order
     coming = t("coming", "en")
     for key in ("SFT", "Reward model", "RLHF"):
         assert key in coming, "the 'coming' note lists the tabs that work"

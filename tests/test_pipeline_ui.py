@@ -45,5 +45,5 @@ def test_a_two_step_pipeline_runs_from_the_page_and_its_actor_is_offered_in_ab(s
     # the final actor in the A/B tab, named by its pipeline
     page.get_by_role("tab", name="A/B compare").click()
     page.locator("#ab-tuned input").click()
-    page.get_by_role("option", name=f"pipeline cpu-demo-smollm2-rlhf").first.wait_for(timeout=30_000)
+    page.get_by_role("option", name="pipeline cpu-demo-smollm2-rlhf").first.wait_for(timeout=30_000)
     assert page.get_by_role("option", name=dpo["id"]).count() == 1

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from backends import sd_distill_lora as sd
-from backends.common import paths, runner
+from backends.common import paths
 from backends.common.errors import FieldError
 from backends.common.metrics import read_metrics
 from conftest import ROOT, wait_for

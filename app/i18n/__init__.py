@@ -281,6 +281,11 @@ STRINGS: dict[str, dict[str, str]] = {
     "plot.dpo_accuracy": {"en": "preference accuracy", "zh": "偏好准确率"},
     "plot.dpo_chosen": {"en": "chosen reward", "zh": "优选回答奖励"},
     "plot.dpo_rejected": {"en": "rejected reward", "zh": "劣选回答奖励"},
+    # GRPO / RLOO (backends/grpo.py): their entries in the RLHF tab's algorithm dropdown and their curves
+    "stage.grpo": {"en": "GRPO (group relative, critic-free)", "zh": "GRPO（组相对，无 critic）"},
+    "stage.rloo": {"en": "RLOO (leave-one-out, critic-free)", "zh": "RLOO（留一基线，无 critic）"},
+    "plot.eval_reward_mean": {"en": "held-out reward (greedy)", "zh": "留出集奖励（贪心）"},
+    "plot.answer_length": {"en": "answer length (tokens)", "zh": "回答长度（token）"},
     "ab.template_auto": {"en": "auto (as trained)", "zh": "自动（同训练时）"},
     "rm.score_title": {"en": "Score a pair (DeepSpeed-Chat's rw_eval.py)", "zh": "为一对回答打分（同 DeepSpeed-Chat 的 rw_eval.py）"},
     "rm.model": {"en": "Reward model (a finished reward job or a folder)", "zh": "奖励模型（已完成的奖励模型任务或文件夹）"},

@@ -116,7 +116,7 @@ def compare_once(ctx: StudioContext, prompt: str, base: str, tuned: str, reward:
         out["base"], out["tuned"] = a, bb
         yield dict(out)
     if scorer is not None:
-        ra, rb = scorer.score(texts["base"], [out["base"], out["tuned"]])  # the prompt as the models saw it
+        ra, rb = scorer.score(texts["base"], [out["base"], out["tuned"]], tmpl)  # the prompt as the models saw it
         out["reward_base"], out["reward_tuned"] = ra, rb
     yield out
 

@@ -37,6 +37,8 @@ SERIES: dict[str, tuple[str, str]] = {
     "actor_loss": ("plot.actor_loss", "#f97316"),
     "critic_loss": ("plot.critic_loss", "#2563eb"),
     "answer_len": ("plot.answer_len", "#64748b"),
+    # GRPO / RLOO (reward_mean, kl above: the sampled answers' mean RM score, the KL to the reference)
+    "eval_reward_mean": ("plot.eval_reward_mean", "#0891b2"),
 }
 
 W, H = 520, 240                       # viewBox; the SVG scales to the column width

@@ -630,6 +630,14 @@ def format_answer(answer: str, template: str) -> str:
     return " " + answer.lstrip() if template == "dschat" else answer
 
 
+def reward_text(prompt_text: str, answer: str, template: str, eos_token: str = "") -> str:
+    """What a reward model reads, the one rendering for training and scoring: the rendered prompt, the answer as
+    the template joins it (:func:`format_answer`), and the end-of-sequence token TRL's RewardTrainer appends to
+    every answer it trains on. The A/B tab, score-a-pair, PPO and GRPO/RLOO score this text."""
+    text = prompt_text + format_answer(str(answer).strip(), template)
+    return text if not eos_token or text.endswith(eos_token) else text + eos_token
+
+
 def to_prompt_completion(ds, *, template: str, prompt_column: str = "prompt", response_column: str = "response",
                          messages_column: str = "messages", fmt: str | None = None):
     """Rows -> TRL prompt-completion rows (TRL masks the prompt unless completion_only_loss=False).
@@ -693,10 +701,10 @@ def to_prompt_only(ds, *, template: str, tokenizer=None, prompt_column: str = "p
                   remove_columns=list(ds.column_names))
 
 
-def load_prompt_data(cfg: Any, paths_: list[Path], tokenizer, *, phase: int = 3, log=print):
+def load_prompt_data(cfg: Any, paths_: list[Path], tokenizer, *, phase: int = 2, log=print):
     """(train, eval or None) of rendered prompts {"prompt"} for RLHF (PromptFields): each dataset cut by data_split
-    (phase 3), blended, prompts over max_prompt_seq_len tokens dropped and counted (DeepSpeed-Chat's rule), split
-    by eval_ratio."""
+    (DS-Chat's phase 3 = `phase` 2 of apply_data_split: the third part), blended, prompts over max_prompt_seq_len
+    tokens dropped and counted (DeepSpeed-Chat's rule), split by eval_ratio."""
     from datasets import concatenate_datasets
 
     parts = []

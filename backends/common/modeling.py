@@ -20,6 +20,10 @@ from .errors import FieldError
 
 BUNDLED_MODELS = {"smollm2": paths.smollm2_dir, "tiny-sd": paths.tiny_sd_dir}
 STUDIO_JSON = "studio.json"
+# Job kinds whose result is a policy (a causal LM or its LoRA adapter) that SFT-based recipes may start from. The
+# backends cannot read app/kinds.py (no upward imports); tests/test_kinds.py checks this equals the kinds that
+# declare produces="policy" there.
+POLICY_KINDS = ("sft", "rlhf_ppo", "grpo", "rloo", "dpo")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 # Attention/MLP projection names per architecture, to check lora_target_modules without loading a model.

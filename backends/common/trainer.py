@@ -187,7 +187,8 @@ def run(kind: str, cfg: Any, job: Any, build: Callable[..., Any], *, studio_info
         log(f"stopped at step {step}: checkpoint {saved.name} saved in {job.checkpoints_dir}"
             if saved.is_dir() else f"stopped at step {step}: no checkpoint was saved")
     save_output(trainer, job, save_model=save_model)
-    evals = [h for h in trainer.state.log_history if "eval_loss" in h]
+    # evaluation lines: eval_loss, or a recipe's own eval metrics (GRPO/RLOO log eval_reward_mean, no eval loss)
+    evals = [h for h in trainer.state.log_history if "eval_loss" in h or any(k in h for k in metrics_keys)]
     end_extra: dict[str, Any] = {"output_dir": str(job.output_dir), **(end_info or {}),
                                  "wall_time": round(time.time() - started, 2)}
     for k in metrics_keys:  # e.g. eval_accuracy: before training and at the end

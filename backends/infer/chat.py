@@ -513,7 +513,7 @@ def answer_one(side: Side, text: str, settings: GenSettings, *, adapter: bool = 
 class RewardScorer:
     """A sequence-classification model with one label scores prompt + answer (higher is better)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, device: str | None = None):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         modeling.check_reward_model(path, field="reward_model")
@@ -521,28 +521,37 @@ class RewardScorer:
         self.tok = AutoTokenizer.from_pretrained(path)
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        device, dtype = placement()
+        where, dtype = placement()
+        device = str(device) if device is not None else where  # a training rank's own device (RLHF's reward)
+        if device == "cpu":
+            dtype = "fp32"
         self.model = AutoModelForSequenceClassification.from_pretrained(path, dtype=modeling.torch_dtype(dtype))
         self.model.to(device)
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.model.eval()
         self.lock = threading.Lock()
 
-    def text(self, prompt_text: str, answer: str) -> str:
-        """What the reward model reads: the rendered prompt + answer + the end-of-sequence token, exactly the text
-        TRL's RewardTrainer trained it on (it appends eos_token to every non-conversational answer)."""
-        eos = self.tok.eos_token or ""
-        return prompt_text + answer + ("" if answer.endswith(eos) else eos)
+    def text(self, prompt_text: str, answer: str, template: str = "chat") -> str:
+        """What the reward model reads (datalib.reward_text: prompt + answer + eos, the text TRL trained it on)."""
+        return datalib.reward_text(prompt_text, answer, template, self.tok.eos_token or "")
 
-    def score(self, prompt_text: str, answers: list[str]) -> list[float]:
+    def score(self, prompt_text: str, answers: list[str], template: str = "chat") -> list[float]:
+        return self.score_texts([self.text(prompt_text, a, template) for a in answers])
+
+    def score_texts(self, texts: list[str], batch_size: int = 0) -> list[float]:
+        """Scores of whole rendered texts (prompt + answer), `batch_size` at a time (0 = all at once)."""
         import torch
 
-        self.tok.padding_side = "right"
-        enc = self.tok([self.text(prompt_text, a) for a in answers], return_tensors="pt", padding=True, truncation=True,
-                       max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
-        enc = enc.to(self.model.device)
-        with self.lock, torch.no_grad():
-            return [float(x) for x in self.model(**enc).logits[:, 0]]
+        out: list[float] = []
+        step = batch_size or max(1, len(texts))
+        for i in range(0, len(texts), step):
+            self.tok.padding_side = "right"
+            enc = self.tok(texts[i:i + step], return_tensors="pt", padding=True, truncation=True,
+                           max_length=min(2048, getattr(self.model.config, "max_position_embeddings", 2048)))
+            enc = enc.to(self.model.device)
+            with self.lock, torch.no_grad():
+                out += [float(x) for x in self.model(**enc).logits[:, 0].float()]
+        return out
 
 
 _SCORERS: OrderedDict[str, RewardScorer] = OrderedDict()
@@ -578,7 +587,7 @@ def score_pair(reward: str, prompt: str, answers: list[str], template: str = "au
     if tmpl not in datalib.TEMPLATES:
         raise FieldError("template", f"must be auto or one of {', '.join(datalib.TEMPLATES)}; got {template!r}")
     text = render([], prompt, tmpl, sc.tok)
-    return sc.score(text, [datalib.format_answer(a.strip(), tmpl) for a in answers]), tmpl
+    return sc.score(text, [a.strip() for a in answers], tmpl), tmpl
 
 
 def is_reward_model(folder: Path) -> bool:

@@ -31,9 +31,9 @@ BETAS = (0.9, 0.95)  # DS-Chat's AdamW betas (rlhf_engine.py)
 
 
 # ------------------------------------------------------------------------------ reward scoring (shared)
-def reward_text(prompt_text: str, answer: str, template: str) -> str:
-    """What a reward model reads: the rendered prompt + the answer as the template joins it (A/B tab's way)."""
-    return prompt_text + datalib.format_answer(answer.strip(), template)
+def reward_text(prompt_text: str, answer: str, template: str, eos_token: str = "") -> str:
+    """What a reward model reads (datalib.reward_text: the text TRL trained it on, as the A/B tab scores it)."""
+    return datalib.reward_text(prompt_text, answer, template, eos_token)
 
 
 def load_reward_model(path: str, *, dtype: str = "fp32", device: str = "cpu"):
@@ -57,11 +57,17 @@ def token_values(model, input_ids, attention_mask):
     return cls.score(hidden).squeeze(-1).float()
 
 
-def last_token_scores(values, attention_mask):
-    """The value at each row's last real token (right padding): the reward model's score of the text."""
+def last_token_scores(values, attention_mask, input_ids=None, pad_token_id=None):
+    """The value at each row's last token (right padding): the reward model's score of the text. With input_ids
+    and pad_token_id, HF's sequence-classification rule: the last token that is not the pad token (with pad ==
+    eos, as in SmolLM2, an appended eos is not the one scored -- exactly as in TRL's RewardTrainer)."""
     import torch
 
-    idx = (attention_mask.sum(1) - 1).clamp(min=0).long()
+    real = attention_mask.bool()
+    if input_ids is not None and pad_token_id is not None:
+        real = real & (input_ids != pad_token_id)
+    pos = torch.arange(real.shape[1], device=real.device).expand_as(real)
+    idx = (pos * real).amax(1).long()
     return values[torch.arange(values.shape[0], device=values.device), idx]
 
 
@@ -75,11 +81,12 @@ def score_texts(model, tokenizer, texts: list[str], *, max_length: int = 2048, b
     try:
         dev = next(model.parameters()).device
         for i in range(0, len(texts), batch_size):
+            # tokenized as TRL's RewardTrainer and the A/B scorer do (special tokens included: OPT's bos)
             enc = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_length, add_special_tokens=False).to(dev)
+                            max_length=max_length).to(dev)
             with torch.no_grad():
                 out.append(last_token_scores(token_values(model, enc["input_ids"], enc["attention_mask"]),
-                                             enc["attention_mask"]).cpu())
+                                             enc["attention_mask"], enc["input_ids"], tokenizer.pad_token_id).cpu())
     finally:
         tokenizer.padding_side = side
     return torch.cat(out) if out else torch.zeros(0)

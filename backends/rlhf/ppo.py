@@ -52,7 +52,7 @@ from backends.common.errors import FieldError
 KIND = "rlhf_ppo"
 DESCRIPTION = "PPO of an SFT policy against a reward model (DeepSpeed-Chat step 3): actor, critic, reference, reward."
 _m = cfglib.meta
-START_KINDS = ("sft", "dpo", KIND)  # jobs whose result the actor may start from
+START_KINDS = modeling.POLICY_KINDS  # jobs whose result it may start from (a policy)
 SAMPLES = "samples.jsonl"
 METRICS = ("reward_mean", "reward_ema", "actor_loss", "critic_loss", "unsup_loss", "kl", "answer_len",
            "gen_seconds", "train_seconds", "e2e_seconds")
@@ -415,7 +415,7 @@ def generate_experience(eng, prompts: list[str], cfg: PPOArgs, *, seed: int) -> 
         critic.eval()
         values = token_values(critic, seq, attention_mask)[:, :-1]
         with eng.reward_model() as rm:
-            texts = [reward_text(p, a, cfg.template) for p, a in zip(kept_prompts, answers)]
+            texts = [reward_text(p, a, cfg.template, tok.eos_token or "") for p, a in zip(kept_prompts, answers)]
             scores = score_texts(rm, tok, texts, max_length=cfg.max_prompt_seq_len + cfg.max_answer_seq_len + 16)
     action_mask = attention_mask[:, 1:]
     start = P - 1
