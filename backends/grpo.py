@@ -22,7 +22,7 @@ metrics.jsonl (TRL's names, with the reward renamed to the studio's RLHF name):
     reward_mean                 mean RM score of the sampled answers of the step (TRL "reward")
     reward_std                  their spread
     kl                          mean per-token KL to the reference (logged when beta > 0)
-    completions/mean_length     mean answer length in tokens (and TRL's min/max/clipped_ratio)
+    answer_len                  mean answer length in tokens (TRL's completions/mean_length; its min/max/clipped_ratio kept)
     eval_reward_mean            mean RM score of the *greedy* answers to the held-out prompts (eval_ratio), before
                                 training, every eval_steps and at the end (studio.json keeps first and last)
     eval_answer_length          their mean length in tokens

@@ -52,7 +52,7 @@ def test_two_steps_through_the_runner_log_rewards_kl_samples_and_save_a_policy(k
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:  # TRL's reward under the studio's RLHF name, the KL to the reference, the answer length
         assert "reward" not in r and math.isfinite(r["reward_mean"]) and math.isfinite(r["kl"]), r
-        assert 1 <= r["completions/mean_length"] <= 6
+        assert 1 <= r["answer_len"] <= 6
     evals = [r for r in recs if r.get("eval_reward_mean") is not None and "event" not in r]
     assert [r["step"] for r in evals] == [0, 2]  # greedy answers to the held-out prompts, before and after
     end = recs[-1]
