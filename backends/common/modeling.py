@@ -18,7 +18,7 @@ from typing import Any
 from . import paths
 from .errors import FieldError
 
-BUNDLED_MODELS = {"smollm2": paths.smollm2_dir, "tiny-sd": paths.tiny_sd_dir}
+BUNDLED_MODELS = {"smollm2": paths.smollm2_dir, "tiny-sd": paths.tiny_sd_dir, "tiny-sd-shapes": paths.tiny_sd_shapes_dir}
 STUDIO_JSON = "studio.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
