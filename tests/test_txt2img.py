@@ -150,3 +150,43 @@ def test_cli_bad_input_names_the_option(lora_result, tmp_path):
                               timeout=120)
         assert proc.returncode == 2 and proc.stderr.startswith(f"error: {option}: "), proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+JOB_ID = "20260101-000000-sd_distill-ab12"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_image_ab_panel_renders_a_pair_and_reads_png_info(start_studio, studio_data_dir, tiny_sd, page):
+    from gradio_client import Client, handle_file
+
+    make_lora_result(tiny_sd, studio_data_dir / "runs" / JOB_ID)
+    studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)
+    page.set_viewport_size({"width": 1400, "height": 1200})
+    page.goto(studio.url)
+    page.get_by_role("tab", name="A/B compare").click()
+    page.get_by_role("tab", name="Image A/B (txt2img)").click()
+    box = page.locator("#img-distilled input")
+    box.fill(f"job:{JOB_ID}")
+    box.press("Enter")
+    steps = page.locator("#img-steps input")
+    steps.fill("3")
+    page.locator("#img-generate").click()
+    page.wait_for_function("() => document.querySelector('#img-took-b').innerText.includes('UNet passes')",
+                           timeout=120_000)
+    assert "6 UNet passes" in page.locator("#img-took-a").inner_text()  # CFG: 2 per step
+    assert "3 UNet passes" in page.locator("#img-took-b").inner_text()  # distilled: 1 per step
+    for pane in ("#img-a", "#img-b"):
+        assert page.locator(f"{pane} img").first.evaluate("i => i.complete && i.naturalWidth") == 64
+    assert " s · " in page.locator("#img-took-a").inner_text()
+    saved = sorted((studio_data_dir / "compare" / "images").glob("*.png"))
+    assert [p.name.rsplit("-", 1)[1] for p in saved] == ["base.png", "distilled.png"]
+    # a bad size is named by its label, the page stays up
+    page.locator("#img-width input").fill("60")
+    page.locator("#img-generate").click()
+    page.wait_for_function("() => document.querySelector('#img-status').innerText.includes('Width: must be')",
+                           timeout=30_000)
+    # the named endpoints: PNG info reads the saved parameters back
+    client = Client(studio.url, verbose=False)
+    text = client.predict(handle_file(str(saved[1])), api_name="/png_info")
+    assert text.startswith("a red circle\nSteps: 3, Sampler: DPM++ 2M, CFG scale: 1.0") and f"Lora: {JOB_ID}" in text

@@ -137,13 +137,22 @@ def check_settings(s: ImageSettings) -> ImageSettings:
 
 
 # ---------------------------------------------------------------------------------------- models
+def _typed(v: str, data_dir) -> str:
+    """A relative folder typed in the page is looked up in the data dir first (as the chat A/B does)."""
+    p = Path(v).expanduser()
+    if v.startswith(("bundled:", "job:")) or p.is_absolute():
+        return v
+    dd = paths.data_dir(data_dir)
+    return str(dd / p) if (dd / p).exists() else v
+
+
 def resolve_pipeline(value: str, data_dir=None, *, field: str = "base_model") -> str:
     """A diffusers pipeline folder (as str) or a hub id, from a folder, `bundled:tiny-sd[-shapes]` or a hub id."""
     v = str(value or "").strip()
     if not v:
         raise FieldError(field, "is empty: give a diffusers pipeline folder (with model_index.json), "
                                 "bundled:tiny-sd or a hub id")
-    path = modeling.resolve_model(v, data_dir, field=field)
+    path = modeling.resolve_model(_typed(v, data_dir), data_dir, field=field)
     p = Path(path)
     if p.is_dir():
         if not (p / "model_index.json").is_file():
@@ -197,7 +206,7 @@ def resolve_distilled(value: str, data_dir=None, *, field: str = "finetuned_mode
         out, info = runner.job_result(v, paths.data_dir(data_dir) if data_dir else None, field=field,
                                       kinds=(KIND,))
     else:
-        out = Path(modeling.resolve_model(v, data_dir, field=field))
+        out = Path(modeling.resolve_model(_typed(v, data_dir), data_dir, field=field))
         if not out.is_dir():
             raise FieldError(field, f"not found: {v} (a finished SD distill job's output folder)")
         info = modeling.read_studio_json(out)
