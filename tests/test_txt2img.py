@@ -141,14 +141,10 @@ def test_bad_input_names_the_field(case, lora_result, tmp_path):
 
 
 def test_cli_bad_input_names_the_option(lora_result, tmp_path):
-    bad = tmp_path / "not-a-pipeline"
-    bad.mkdir()
-    for argv, option in ((["--steps", "0"], "--steps"), (["--height", "30"], "--height"),
-                         (["--base_model", str(bad)], "--base_model")):
-        proc = subprocess.run([sys.executable, "-m", "backends.infer.txt2img", "--finetuned_model", str(lora_result),
-                               "--out_dir", str(tmp_path / "o"), *argv], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
-        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {option}: "), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "backends.infer.txt2img", "--finetuned_model", str(lora_result),
+                           "--out_dir", str(tmp_path / "o"), "--steps", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --steps: must be ≥ 1, got 0"), proc.stderr
     assert not (tmp_path / "o").exists()
 
 

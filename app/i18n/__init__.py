@@ -37,6 +37,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "env.ds_ops": {"en": "DeepSpeed ops (as ds_report)", "zh": "DeepSpeed 算子（同 ds_report）"},
     "env.bundled": {"en": "Bundled models", "zh": "内置模型"},
     "env.prepare": {"en": "Prepare bundled models", "zh": "准备内置模型"},
+    "env.prepare_shapes": {"en": "Optional: teach the tiny SD to draw shapes (≈10 min, once)",
+                           "zh": "可选：教微型 SD 画形状（约 10 分钟，仅一次）"},
     "env.prepare_log": {"en": "Preparation log", "zh": "准备日志"},
     "env.report": {"en": "Copy report", "zh": "复制报告"},
     "env.estimator": {"en": "Memory estimator", "zh": "显存估算"},
