@@ -152,7 +152,7 @@ def tiny_sd_shapes_status(data_dir=None) -> dict:
                       detail=f"ready: the tiny pipeline trained on the shapes pictures ({m.get('seconds', '?')} s, "
                              f"UNet loss {m.get('losses', {}).get('unet_loss', 0):.3f})",
                       detail_zh=f"就绪：在形状图片上训练过的微型管线（{m.get('seconds', '?')} 秒，"
-                                f"UNet 损失 {m.get('losses', {}).get('unet_loss', 0):.3f}）")
+                                f"去噪网络损失 {m.get('losses', {}).get('unet_loss', 0):.3f}）")
     elif not target.exists():
         status.update(detail="optional, not prepared: teaches the tiny pipeline to draw coloured shapes, so the "
                              "SD demo's images mean something (≈10 min on 2 cores, once)",
