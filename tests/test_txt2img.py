@@ -93,6 +93,17 @@ def test_distilled_makes_half_the_unet_passes_of_base(lora_result, tiny_sd, tmp_
     assert (b.unet_passes, d.unet_passes) == (4, 2) and "Lora" not in d.infotext
 
 
+def test_grid_rows_are_prompts_times_seeds_columns_base_and_distilled(lora_result):
+    s = ti.ImageSettings(prompt="", steps=2)
+    canvas, results = ti.grid(["a red circle", "a blue square"], [1, 2], s, finetuned=str(lora_result))
+    assert canvas.size == (2 * 64, 16 + 4 * 64) and len(results) == 4
+    assert [ti.parse_infotext(b.infotext)["Seed"] for b, _ in results] == ["1", "2", "1", "2"]
+    px = pixels(canvas)
+    b, d = results[3]  # the last row: "a blue square", seed 2
+    assert np.array_equal(px[16 + 3 * 64:, :64], pixels(b.image)) and np.array_equal(px[16 + 3 * 64:, 64:],
+                                                                                       pixels(d.image))
+
+
 def test_cli_writes_baseline_and_new_pngs_with_infotext(lora_result, prepared_data_dir, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red circle\n\nA road that is going down a hill\n", encoding="utf-8")
@@ -177,6 +188,9 @@ def test_image_ab_panel_renders_a_pair_and_reads_png_info(start_studio, studio_d
     assert " s · " in page.locator("#img-took-a").inner_text()
     saved = sorted((studio_data_dir / "compare" / "images").glob("*.png"))
     assert [p.name.rsplit("-", 1)[1] for p in saved] == ["base.png", "distilled.png"]
+    from conftest import doc_screenshot
+
+    doc_screenshot(page, "compare-images.png", studio_data_dir)
     # a bad size is named by its label, the page stays up
     page.locator("#img-width input").fill("60")
     page.locator("#img-generate").click()
@@ -186,3 +200,6 @@ def test_image_ab_panel_renders_a_pair_and_reads_png_info(start_studio, studio_d
     client = Client(studio.url, verbose=False)
     text = client.predict(handle_file(str(saved[1])), api_name="/png_info")
     assert text.startswith("a red circle\nSteps: 3, Sampler: DPM++ 2M, CFG scale: 1.0") and f"Lora: {JOB_ID}" in text
+    grid_png, msg = client.predict("", f"job:{JOB_ID}", "a red circle\na green triangle", "1", "", 2, 0, 0, 7.5,
+                                   "DPM++ 2M", 0.5, api_name="/txt2img_grid")
+    assert "2 rows" in msg and ti.read_infotext(grid_png)["Lora weight"] == "0.5"
