@@ -91,3 +91,17 @@ def test_held_out_caption_draws_its_colour(prepared_data_dir):
     share = si.colour_share(img, exclude=("yellow",))
     assert max(share, key=share.get) == "blue", share
     assert np.asarray(img).std() > 10  # a picture, not a flat field
+
+
+def test_environment_offers_the_shapes_model_without_forcing_it(tmp_path):
+    from app import envcheck
+    from app.prepare import Preparer
+
+    argv = Preparer(tmp_path, echo=False).argv("shapes")
+    assert argv[argv.index("prepare") + 1:] == ["--data-dir", str(tmp_path), "--only", "shapes"]
+    assert "--only" not in Preparer(tmp_path, echo=False).argv()  # the first-start preparation leaves it out
+    md = envcheck.bundled_markdown({"bundled": envcheck.bundled_status(tmp_path)}, "en")
+    assert "➕ **tiny_sd_shapes** — optional, not prepared" in md and "--only shapes" in md
+    proc = subprocess.run([sys.executable, "-m", "backends.bundled", "status", "--data-dir", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert any(x.split()[:2] == ["tiny_sd_shapes", "optional"] for x in proc.stdout.splitlines()), proc.stdout
