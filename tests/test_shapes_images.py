@@ -1,7 +1,7 @@
 """The shapes picture set (backends/data/shapes_images.py) and the optional bundled `tiny-sd-shapes` model.
 
-The quality check (a held-out caption's picture has the named colour dominant) needs the full ≈10-minute
-training: `benchmarks/shapes_model.py` runs it (and leaves the model in the test data dir); the last test here
+The quality check (a held-out caption's picture has the named colour dominant) needs the full training
+(tens of minutes): `benchmarks/shapes_model.py` runs it (and leaves the model in the test data dir); the last test here
 repeats the check on that model when it is there and skips otherwise. The build test uses a shortened run."""
 from __future__ import annotations
 

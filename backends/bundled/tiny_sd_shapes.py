@@ -8,7 +8,10 @@ build and trains it on the captioned shapes pictures of backends/data/shapes_ima
 2. the UNet, a full fine-tune on epsilon-prediction MSE, text-conditioned through the (frozen) text encoder,
    with 10% of captions dropped to "" so classifier-free guidance has an unconditional prediction to use.
 
-Progress lines go to `log` (the Environment tab's prepare log). ≈10 min on 2 cores with the default steps.
+Progress lines go to `log` (the Environment tab's prepare log). Measured with the default steps at one torch
+thread on a busy 2-core machine: 40 min (VAE 13, UNet 26). Quality, measured: the VAE gives shapes back with
+shifted colours, and 800 UNet steps are too few: held-out captions do not come out in their colour yet (1 of 6
+in benchmarks/shapes_model.py's pixel test). The training budget has to grow before the demo means something.
 The result is a normal diffusers pipeline folder `<data-dir>/models/tiny-sd-shapes` with the marker file,
 built in a staging folder like the other bundled models.
 
@@ -155,8 +158,8 @@ def tiny_sd_shapes_status(data_dir=None) -> dict:
                                 f"去噪网络损失 {m.get('losses', {}).get('unet_loss', 0):.3f}）")
     elif not target.exists():
         status.update(detail="optional, not prepared: teaches the tiny pipeline to draw coloured shapes, so the "
-                             "SD demo's images mean something (≈10 min on 2 cores, once)",
-                      detail_zh="可选，尚未准备：教微型管线画彩色形状，让 SD 演示的图像有意义（2 核约 10 分钟，仅一次）")
+                             "SD demo's images mean something (≈40 min on a busy 2-core machine, once)",
+                      detail_zh="可选，尚未准备：教微型管线画彩色形状，让 SD 演示的图像有意义（繁忙的 2 核机器上约 40 分钟，仅一次）")
     elif missing := missing_files(target, REQUIRED):
         status.update(detail=f"incomplete (missing {', '.join(missing)}); prepare it again",
                       detail_zh=f"不完整（缺少 {', '.join(missing)}）；请重新准备")
@@ -168,7 +171,7 @@ def tiny_sd_shapes_status(data_dir=None) -> dict:
 
 def ensure_tiny_sd_shapes(data_dir=None, log: Log = print, vae_steps: int = VAE_STEPS,
                           unet_steps: int = UNET_STEPS, pool: int = POOL, batch: int = BATCH) -> Path:
-    """Return the shapes pipeline folder, training it first if needed (offline, ≈10 min). Idempotent."""
+    """Return the shapes pipeline folder, training it first if needed (offline, tens of minutes). Idempotent."""
     dd = paths.data_dir(data_dir)
     target = paths.tiny_sd_shapes_dir(dd)
     if is_ready(target, REQUIRED):
