@@ -9,7 +9,7 @@ caption of backends/data/shapes_images.py (never in the training set) with CFG 7
 each, and checks the pixel test: the named shape colour covers the most pixels once the background colour is
 left out. The random tiny SD pipeline is measured the same way for contrast. The last line is machine-readable:
 
-    shapes_model accuracy <hits/total> (...)
+    shapes_model ratio <hits / total> (...)
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def main() -> None:
         results[model] = (hits, total, sum(secs) / len(secs))
     s_hits, s_total, s_secs = results["bundled:tiny-sd-shapes"]
     r_hits, r_total, _ = results["bundled:tiny-sd"]
-    print(f"shapes_model accuracy {s_hits}/{s_total} (held-out captions in their named colour; random tiny SD "
+    print(f"shapes_model ratio {s_hits / s_total:.2f} ({s_hits}/{s_total} held-out captions in their named colour; random tiny SD "
           f"{r_hits}/{r_total}; {s_secs:.2f} s per {args.steps}-step image; UNet loss "
           f"{marker.get('losses', {}).get('unet_loss', float('nan')):.3f})")
 
