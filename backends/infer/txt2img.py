@@ -203,8 +203,7 @@ def resolve_distilled(value: str, data_dir=None, *, field: str = "finetuned_mode
     if not v:
         raise FieldError(field, "is empty: pick a finished SD distill job (job:<id>) or its output folder")
     if v.startswith("job:"):
-        out, info = runner.job_result(v, paths.data_dir(data_dir) if data_dir else None, field=field,
-                                      kinds=(KIND,))
+        out, info = runner.job_result(v, paths.data_dir(data_dir), field=field, kinds=(KIND,))
     else:
         out = Path(modeling.resolve_model(_typed(v, data_dir), data_dir, field=field))
         if not out.is_dir():
@@ -570,7 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--width", type=int, default=0, help="pixels, a multiple of 8 (default: the model's own)")
     ap.add_argument("--height", type=int, default=0, help="pixels, a multiple of 8 (default: the model's own)")
     ap.add_argument("--lora_weight", type=float, default=1.0, help="the LoRA's weight, 0–1 (default 1)")
-    ap.add_argument("--data_dir", default=None, help="the studio data dir (for job:<id> and bundled:…)")
+    ap.add_argument("--data_dir", default=None,
+                    help="the studio data dir (for job:<id> and bundled:…; default $STUDIO_DATA_DIR, else ./data)")
     a = ap.parse_args(argv)
     try:
         prompts = read_prompts(a.prompts, field="prompts") if a.prompts else default_prompts()
