@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             print("[studio] bundled models are not prepared yet: preparing them in the background "
                   "(progress here and in the Environment tab)", flush=True)
             ctx.preparer.start()
+        elif not _shapes_ready(data_dir):  # offered, not forced: the Environment tab has its button
+            from backends.bundled import prepare_command
+
+            print("[studio] optional: teach the tiny SD pipeline to draw coloured shapes (tens of minutes, once) with the "
+                  "Environment tab's button or: " + prepare_command(data_dir, "shapes"), flush=True)
     environment.warm_up(ctx)
     demo = ui.build(ctx)
     demo.queue(default_concurrency_limit=4)
@@ -227,6 +232,12 @@ def _bundled_ready(data_dir) -> bool:
     from backends.bundled import smollm2, tiny_sd
 
     return smollm2.smollm2_status(data_dir)["ready"] and tiny_sd.tiny_sd_status(data_dir)["ready"]
+
+
+def _shapes_ready(data_dir) -> bool:
+    from backends.bundled import tiny_sd_shapes
+
+    return tiny_sd_shapes.tiny_sd_shapes_status(data_dir)["ready"]
 
 
 if __name__ == "__main__":

@@ -136,9 +136,10 @@ def network_text(state: str, lang: str = "en") -> str:
 
 
 def bundled_status(data_dir: Path) -> dict:
-    from backends.bundled import smollm2, tiny_sd
+    from backends.bundled import smollm2, tiny_sd, tiny_sd_shapes
 
-    return {"smollm2": smollm2.smollm2_status(data_dir), "tiny_sd": tiny_sd.tiny_sd_status(data_dir)}
+    return {"smollm2": smollm2.smollm2_status(data_dir), "tiny_sd": tiny_sd.tiny_sd_status(data_dir),
+            "tiny_sd_shapes": tiny_sd_shapes.tiny_sd_shapes_status(data_dir)}
 
 
 def collect(data_dir=None, offline: bool = False) -> dict:
@@ -218,7 +219,7 @@ def bundled_markdown(report: dict, lang: str = "en") -> str:
 
     lines = [f"### {t('env.bundled', lang)}"]
     for key, st in report["bundled"].items():
-        mark = "✅" if st["ready"] else "⚠️"
+        mark = "✅" if st["ready"] else "➕" if st.get("optional") else "⚠️"
         detail = st.get("detail_zh") if lang == "zh" and st.get("detail_zh") else st["detail"]
         lines.append(f"- {mark} **{key}** — {detail}")
         if not st["ready"]:

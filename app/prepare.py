@@ -35,20 +35,23 @@ class Preparer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def argv(self) -> list[str]:
+    def argv(self, only: str | None = None) -> list[str]:
         argv = [sys.executable, "-m", "backends.bundled", "prepare", "--data-dir", str(self.data_dir)]
         if self.offline:
             argv.append("--offline")
+        if only:  # "shapes": the optional tiny SD taught to draw shapes
+            argv += ["--only", only]
         return argv
 
-    def start(self) -> bool:
-        """Start preparing unless it already runs. Returns False when it was already running."""
+    def start(self, only: str | None = None) -> bool:
+        """Start preparing (`only`: one of `prepare --only`'s choices) unless a preparation already runs.
+        Returns False when one was already running."""
         with self._lock:
             if self.running:
                 return False
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2))))
-            self._proc = subprocess.Popen(self.argv(), cwd=paths.ROOT, env=env, stdout=subprocess.PIPE,
+            self._proc = subprocess.Popen(self.argv(only), cwd=paths.ROOT, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True, bufsize=1)
             threading.Thread(target=self._pump, args=(self._proc,), daemon=True).start()
             return True

