@@ -286,7 +286,7 @@ def greedy_rewards(policy_dir: Path, rm_dir: Path, prompts: list[str], n_tokens:
     answers = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     del model
     rm, rtok = englib.load_reward_model(str(rm_dir))
-    texts = [englib.reward_text(p, a, template) for p, a in zip(prompts, answers)]
+    texts = [englib.reward_text(p, a, template, rtok.eos_token or "") for p, a in zip(prompts, answers)]
     return englib.score_texts(rm, rtok, texts).tolist()
 
 

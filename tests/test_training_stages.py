@@ -71,3 +71,41 @@ def test_stage_dropdown_switches_the_form_and_follows_that_kinds_job(start_studi
     assert not page.locator("#dpo-train").is_visible()
     assert page.locator("#rlhf-stage input").input_value() == "stage.dpo_b"
     assert page.locator("#dpo_b-max_steps input, #dpo_b-max_steps textarea").first.input_value() == "6"
+
+
+def test_rlhf_tab_shows_a_ppo_jobs_curves_and_samples_and_the_sd_tab_its_validation_images(start_studio,
+                                                                                            studio_data_dir, page):
+    """The real RLHF tab opens on PPO (the first stage): a PPO job's reward / KL / loss curves and its latest sample
+    answers; the SD distill LoRA tab shows a job's validation images in its gallery."""
+    from PIL import Image
+
+    from app import kinds
+    from conftest import doc_screenshot
+
+    ppo = _with_samples(studio_data_dir, "rlhf_ppo")
+    run = studio_data_dir / "runs" / ppo
+    with open(run / "metrics.jsonl", "a") as f:
+        for s in range(1, 9):
+            f.write(json.dumps({"step": s, "total_steps": 8, "reward_mean": 0.2 * s, "kl": 0.01 * s,
+                                "actor_loss": -0.1 / s, "critic_loss": 0.5 / s, "answer_len": 20 + s}) + "\n")
+    sd = fake_run.finished(studio_data_dir, steps=4, eval_every=0, kind="sd_distill")
+    (studio_data_dir / "runs" / sd / "samples").mkdir()
+    for i, colour in enumerate(("red", "blue", "green")):
+        Image.new("RGB", (64, 64), colour).save(studio_data_dir / "runs" / sd / "samples" / f"step-4-{i}.png")
+    studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)
+    page.set_viewport_size({"width": 1400, "height": 1300})
+    page.goto(studio.url)
+    page.get_by_role("tab", name="RLHF").click()
+    page.locator("#rlhf_ppo-train").wait_for(state="visible", timeout=30_000)
+    assert page.locator("#rlhf-stage input").input_value() == "PPO (DeepSpeed-Chat step 3)"
+    want = len(kinds.get("rlhf_ppo").series)
+    page.wait_for_function(f"() => document.querySelectorAll('#rlhf_ppo-plot .studio-series').length == {want}",
+                           timeout=30_000)
+    page.wait_for_function("() => (document.querySelector('#rlhf_ppo-samples') || {}).innerText?.includes('question 6?')",
+                           timeout=30_000)
+    legend = page.locator("#rlhf_ppo-plot").inner_text()
+    assert "KL" in legend or "kl" in legend.lower()
+    doc_screenshot(page, "rlhf.png", studio_data_dir)
+    page.get_by_role("tab", name="SD distill LoRA").click()
+    page.wait_for_function("() => document.querySelectorAll('#sd_distill-gallery img').length == 3", timeout=30_000)
+    doc_screenshot(page, "sd-distill.png", studio_data_dir)

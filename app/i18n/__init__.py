@@ -26,11 +26,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "stage.sd_distill": {"en": "CFG distillation (LoRA / full UNet / LCM-LoRA)", "zh": "CFG 蒸馏（LoRA / 全量 UNet / LCM-LoRA）"},
     "tab.jobs": {"en": "Jobs", "zh": "任务"},
     "tab.compare": {"en": "A/B compare", "zh": "A/B 对比"},
-    "coming": {
-        "en": "This tab is coming: see the open issues. Environment, Datasets, SFT, Reward model, RLHF (DPO and KTO), "
-              "SD distill LoRA, Jobs and A/B compare work today.",
-        "zh": "此标签页即将推出（见待办事项）。“环境”“数据集”“监督微调”“奖励模型”“RLHF”（DPO 与 KTO）“SD 蒸馏 LoRA”“任务”和“A/B 对比”现已可用。",
-    },
+    "coming": {"en": "This tab is coming: see the open issues.", "zh": "此标签页即将推出（见待办事项）。"},
     # environment tab
     "env.refresh": {"en": "Refresh", "zh": "刷新"},
     "env.system": {"en": "System", "zh": "系统"},
