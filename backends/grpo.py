@@ -178,18 +178,9 @@ def check_context(cfg: Any, model_config: dict, what: str) -> None:
 def resolve_reward_model(cfg: Any, dd: Path | None, actor_tokenizer: str) -> tuple[str, str]:
     """(reward model folder, its training template or ""), checked: set, a 1-label classifier, same tokenizer as the
     actor, trained with the same template."""
-    if not str(cfg.reward_model or "").strip():
-        raise FieldError("reward_model", "is empty: pick a finished Reward model job (job:<id>) or the folder of a "
-                                         "one-label sequence classifier; GRPO/RLOO score every answer with it")
-    path, adapter, info = modeling.start_model(cfg.reward_model, dd, field="reward_model", kinds=("reward",))
-    if adapter:
-        raise FieldError("reward_model", f"{cfg.reward_model} is a LoRA adapter; a reward model is a whole "
-                                         "one-label sequence classifier (a Reward model job's output)")
-    rm_config = modeling.check_reward_model(path, field="reward_model")
-    if Path(path).is_dir() and Path(actor_tokenizer).is_dir() and not modeling.same_tokenizer(actor_tokenizer, path):
-        raise FieldError("reward_model", f"{cfg.reward_model} tokenizes differently from the actor "
-                                         f"{cfg.model_name_or_path}: the reward model scores the actor's rendered "
-                                         "text, so train the reward model from the same base model family")
+    path, rm_config, info = modeling.rlhf_reward_model(
+        cfg.reward_model, dd, actor_tokenizer, cfg.model_name_or_path,
+        why="the reward model scores the actor's rendered text")
     check_context(cfg, rm_config, "the reward model")
     template = str(info.get("template") or "")
     if template and template != cfg.template:

@@ -124,6 +124,25 @@ def check_reward_model(path: str, *, field: str = "reward_model") -> dict:
     return cfg
 
 
+def rlhf_reward_model(value: str, data_dir, actor_tokenizer: str, actor_ref: str, *, why: str,
+                      field: str = "reward_model") -> tuple[str, dict, dict]:
+    """The reward model of an RLHF recipe (PPO, GRPO, RLOO): (folder, its config.json, its studio.json), checked --
+    set, a finished reward job or folder (not an adapter), a 1-label classifier, the actor's tokenizer (refused,
+    not re-tokenised: `why` says why the recipe needs one tokenizer). FieldError naming `field` otherwise."""
+    if not str(value or "").strip():
+        raise FieldError(field, "is empty: pick a finished Reward model job (job:<id>) or the folder of a one-label "
+                                "sequence classifier (...ForSequenceClassification)")
+    path, adapter, info = start_model(value, data_dir, field=field, kinds=("reward",))
+    if adapter:
+        raise FieldError(field, f"{value} is a LoRA adapter; a reward model is a whole one-label sequence "
+                                "classifier (a Reward model job's output)")
+    config = check_reward_model(path, field=field)
+    if Path(path).is_dir() and Path(actor_tokenizer).is_dir() and not same_tokenizer(actor_tokenizer, path):
+        raise FieldError(field, f"{value} tokenizes differently from the actor {actor_ref}: {why}; train the "
+                                "reward model from the same base model family")
+    return path, config, info
+
+
 def same_tokenizer(a: str, b: str) -> bool:
     """True when two model folders tokenize alike (same vocabulary and special tokens), from their files."""
     def vocab(p: str):

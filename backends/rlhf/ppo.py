@@ -256,19 +256,10 @@ def resolve(cfg: PPOArgs, job: runner.Job | None = None) -> Resolved:
                                                "base model")
     if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         raise FieldError("model_name_or_path", f"{cfg.model_name_or_path} is a {', '.join(archs)}, not a causal LM")
-    if not str(cfg.reward_model or "").strip():
-        raise FieldError("reward_model", "is empty: pick a finished Reward model job (job:<id>) or a reward model "
-                                         "folder (a one-label ...ForSequenceClassification)")
-    rm_path, rm_adapter, _ = modeling.start_model(cfg.reward_model, dd, field="reward_model", kinds=("reward",))
-    if rm_adapter:
-        raise FieldError("reward_model", f"{cfg.reward_model} is a LoRA adapter; pick a finished Reward model job "
-                                         "(its output is a merged model) or a reward model folder")
-    rm_cfg = modeling.check_reward_model(rm_path, field="reward_model")
     tok_dir = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else actor
-    if Path(tok_dir).is_dir() and Path(rm_path).is_dir() and not modeling.same_tokenizer(tok_dir, rm_path):
-        raise FieldError("reward_model", f"{cfg.reward_model} tokenizes differently from the actor "
-                                         f"{cfg.model_name_or_path}; PPO needs one tokenizer (the critic values the "
-                                         "actor's own tokens): pick a reward model trained from the same base model")
+    rm_path, rm_cfg, _ = modeling.rlhf_reward_model(
+        cfg.reward_model, dd, tok_dir, cfg.model_name_or_path,
+        why="PPO needs one tokenizer (the critic values the actor's own tokens)")
     ctx = [c for c in (_context(actor_cfg), _context(rm_cfg)) if c]
     context = min(ctx) if ctx else None
     total = cfg.max_prompt_seq_len + cfg.max_answer_seq_len
