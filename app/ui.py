@@ -217,8 +217,9 @@ def build(ctx: StudioContext) -> gr.Blocks:
         # .input, not .change: the page-load relabel sets the dropdown's value, which must not switch again
         lang_dd.input(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
                       api_name="set_language")
-        for comps in trained.values():  # what depends on a tab's own state: its recipe's description, its choices
-            fn, inputs, outputs = comps["relabel"]
+        # what depends on a tab's own state: its recipe's description, its choices, the job or pipeline it shows
+        relabellers = [c["relabel"] for c in [*trained.values(), followers.get("pipeline") or {}] if "relabel" in c]
+        for fn, inputs, outputs in relabellers:
             lang_dd.input(fn, inputs=[lang_dd, *inputs], outputs=outputs, api_name=False, show_progress="hidden")
         # Another browser may have switched the language since the page was built. The relabelling event runs
         # only then: the Gradio 6 frontend revisits every component an event has ever output to on each later
@@ -233,8 +234,7 @@ def build(ctx: StudioContext) -> gr.Blocks:
 
         relabelled = demo.load(language_unchanged, api_name=False, show_progress="hidden").success(
             relabel_on_load, outputs=[e.component for e in entries], api_name=False, show_progress="hidden")
-        for comps in trained.values():  # then each tab's recipe description and choices (lang_dd holds ctx.lang)
-            fn, inputs, outputs = comps["relabel"]
+        for fn, inputs, outputs in relabellers:  # then what depends on a tab's state (lang_dd holds ctx.lang)
             relabelled.success(fn, inputs=[lang_dd, *inputs], outputs=outputs, api_name=False, show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
         demo.load(None, js=STUDIO_JS, api_name=False)

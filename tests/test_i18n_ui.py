@@ -163,6 +163,7 @@ ram os api ip json jsonl csv tsv parquet yaml hub smollm smollm2 ds_report hostf
 kb s m h ms eta p50 p95 id ok vs rm token
 language
 hugging face flashattention adamw ampere role content
+actor critic readme unet cfg ddim lcm lcmscheduler ode stable diffusion dse pr imagefolder cond uncond txt
 """.split())  # "language": the switch's label is "语言 / Language" on purpose, findable in either language
 
 
@@ -175,11 +176,16 @@ def _allowed() -> set[str]:
     from backends.data.shapes import CANDIDATES, FIELDS, KINDS
     from backends.data.transforms import TRANSFORMS
 
-    from app import kinds
+    from app import kinds, pipelines
     from backends.common.config import field_descriptors
 
-    choices = [c for k in kinds.all_kinds() if k.schema is not None
-               for d in field_descriptors(k.schema) for c in (d["choices"] or [])]
+    descs = [d for k in kinds.all_kinds() if k.schema is not None for d in field_descriptors(k.schema)]
+    # a field's choices, its name (help texts name other fields) and a text default (a prompt like "A man dancing")
+    choices = [c for d in descs for c in (d["choices"] or [])] + [d["name"] for d in descs] + [
+        d["default"] for d in descs if isinstance(d["default"], str)]
+    choices += [name for k in kinds.all_kinds() if k.schema is not None
+                for name in training.load_recipes(k.name, None)]  # recipe names (cpu-demo-tiny-sd)
+    choices += list(pipelines.load_recipes())
     names = [*choices, *KINDS, *TRANSFORMS, *CANDIDATES, *(f for fs in FIELDS.values() for f in fs), *training.LAUNCHERS,
              *training.PRESETS, *training.ZERO_CHOICES, *estimator.GPU_TABLE, *envcheck.PACKAGES, "columns"]
     for e in catalog.load_catalog():

@@ -36,7 +36,12 @@ def test_stage_dropdown_switches_the_form_and_follows_that_kinds_job(start_studi
     page.goto(studio.url)
     page.get_by_role("tab", name="RLHF").click()
     page.locator("#rlhf-stage").wait_for(state="visible", timeout=30_000)
-    assert page.locator("#dpo-train").is_visible() and not page.locator("#dpo_b-train").is_visible()
+    # the tab opens on its first stage (the registry's order: PPO); the dropdown switches to DPO's form
+    assert page.locator("#rlhf_ppo-train").is_visible() and not page.locator("#dpo-train").is_visible()
+    page.locator("#rlhf-stage input").click()
+    page.get_by_role("option", name="DPO / KTO (preference pairs, no reward model)").click()
+    page.locator("#dpo-train").wait_for(state="visible", timeout=20_000)
+    assert not page.locator("#rlhf_ppo-train").is_visible() and not page.locator("#dpo_b-train").is_visible()
 
     # the model field lists the finished SFT job as job:<id> (opened fresh: the list is refreshed on tab select)
     page.locator("#dpo-model_name_or_path input").click()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 
 import gradio as gr
+import pandas as pd
 
 from app import kinds
 from app import pipelines as plib
@@ -46,6 +47,14 @@ def _key_values(recipe: dict, role: str, algorithm: str) -> list[str]:
         base = {}
     cfg = {**(base.get("config") or {}), **(entry.get("config") or {})}
     return ["" if cfg.get(k) is None else str(cfg[k]) for k in KEY_FIELDS]
+
+
+COLUMNS = ("n", "step", "job", "status", "note")
+
+
+def steps_frame(rows: list[list], lang: str) -> pd.DataFrame:
+    """The steps table with its headers in `lang` (a plain list would get the headers the page was built with)."""
+    return pd.DataFrame(rows, columns=[t(f"pipe.col.{c}", lang) for c in COLUMNS])
 
 
 def steps_table(st: dict | None, lang: str) -> list[list]:
@@ -115,6 +124,7 @@ def build(ctx: StudioContext) -> dict:
                 dataset = ctx.tr(gr.Textbox(rec.get("dataset", ""), label=t("pipe.dataset", lang),
                                             placeholder=t("pipe.dataset_hint", lang), elem_id="pipe-dataset",
                                             max_lines=1, scale=3), "pipe.dataset")
+                ctx.tr(dataset, "pipe.dataset_hint", attr="placeholder")
                 split = ctx.tr(gr.Textbox(rec.get("data_split", ""), label=t("pipe.split", lang), placeholder="2,4,4",
                                           elem_id="pipe-split", max_lines=1, scale=1), "pipe.split")
                 lora = ctx.tr(gr.Checkbox(bool(rec.get("use_lora", True)), label=t("pipe.lora", lang),
@@ -143,12 +153,8 @@ def build(ctx: StudioContext) -> dict:
             overview = gr.HTML(overview_html(engine, None, lang), elem_id="pipe-progress", js_on_load=None,
                                elem_classes=["studio-progress-box"])
 
-            def headers(lang_):
-                return [t(f"pipe.col.{c}", lang_) for c in ("n", "step", "job", "status", "note")]
-
-            table = gr.Dataframe(headers=headers(lang), value=[], interactive=False, wrap=True,
-                                 label=t("pipe.steps", lang), elem_id="pipe-steps")
-            ctx.tr_fn(ctx.tr(table, "pipe.steps"), headers, attr="headers")
+            table = ctx.tr(gr.Dataframe(steps_frame([], lang), interactive=False, wrap=True, label=t("pipe.steps", lang),
+                                        elem_id="pipe-steps"), "pipe.steps")  # its headers: relabel() below
             plot = curves_widget(ctx, "pipe-plot", None, lang)
             log = ctx.tr(gr.Textbox(label=t("pipe.log", lang), lines=16, max_lines=16, autoscroll=True,
                                     interactive=False, elem_id="pipe-log", elem_classes=["studio-log"]), "pipe.log")
@@ -222,11 +228,11 @@ def build(ctx: StudioContext) -> dict:
         items = pl.list_pipelines(engine)
         return items[0] if items else None
 
-    def poll(pid, sent: dict | None):
+    def poll(pid, sent: dict | None, lang_: str | None = None):
         sent = dict(sent or {})
         st = current(pid)
-        lang_ = ctx.lang
-        out = [overview_html(engine, st, lang_), steps_table(st, lang_), failure_html(st, lang_)]
+        lang_ = lang_ or ctx.lang
+        out = [overview_html(engine, st, lang_), (steps_table(st, lang_), lang_), failure_html(st, lang_)]
         job = None
         if st and st["jobs"][st["current"]] is not None:
             job = st["jobs"][st["current"]]
@@ -245,6 +251,8 @@ def build(ctx: StudioContext) -> dict:
                 out[i] = gr.skip()
             else:
                 sent[key] = out[i]
+                if i == 1:
+                    out[i] = steps_frame(*out[i])
         following = bool(st) and st["status"] in ("running", "queued")
         return out, sent, following
 
@@ -290,6 +298,12 @@ def build(ctx: StudioContext) -> dict:
             vals += _key_values(r, role, a or "")
         return vals
 
+    def relabel(new_lang, name, pid):
+        """On a language switch: the recipe's description and the followed pipeline's view in that language."""
+        lang_ = new_lang if new_lang in ("en", "zh") else ctx.lang
+        out, _, _ = poll(pid, None, lang_)
+        return [plib.describe(plib.load_recipes().get(name or "") or {}, lang_), *out[:4]]
+
     def algorithm_changed(name, algorithm_):
         r = plib.load_recipes().get(name or "") or {}
         return _key_values(r, "rlhf", algorithm_ or "")
@@ -314,4 +328,5 @@ def build(ctx: StudioContext) -> dict:
         return gr.update(choices=model_choices(engine, policy_desc, value))
 
     return {"timer": timer, "follow": (follow, [pid_state], poll_outputs), "preview": (preview, all_inputs, command),
-            "refresh": (refresh_actor, [actor], [actor])}
+            "refresh": (refresh_actor, [actor], [actor]),
+            "relabel": (relabel, [recipe_dd, pid_state], [recipe_md, overview, table, error_box, plot])}

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 import yaml
 
 from app.context import StudioContext
@@ -321,15 +322,23 @@ def gallery_items(run_dir: str, n: int = GALLERY_IMAGES) -> list[tuple[str, str]
     return [(str(p), p.stem) for p in reversed(pngs[-n:])]
 
 
-def panel_outputs(panels: tuple[str, ...], job: dict | None, sent: dict) -> list:
+SAMPLE_COLUMNS = ("step", "prompt", "answer", "reward")
+
+
+def samples_frame(rows: list[list], lang: str) -> pd.DataFrame:
+    """The samples table with its headers in `lang` (a plain list would get the headers the page was built with)."""
+    return pd.DataFrame(rows, columns=[t(f"samples.{c}", lang) for c in SAMPLE_COLUMNS])
+
+
+def panel_outputs(panels: tuple[str, ...], job: dict | None, sent: dict, lang: str = "en") -> list:
     """The values of a tab's extra panels (kinds.Kind.panels) for `job`, gr.skip() where nothing changed."""
     out = []
     for panel in panels:
         if job is None:
-            key, value = ("none",), []
+            key, value = ("none", lang), (samples_frame([], lang) if panel == "samples" else [])
         elif panel == "samples":
             path = os.path.join(job["run_dir"], SAMPLES_FILE)
-            key, value = (job["id"], *_signature(path)), None
+            key, value = (job["id"], *_signature(path), lang), None
         else:
             folder = os.path.join(job["run_dir"], SAMPLES_DIR)
             key, value = (job["id"], *_signature(folder), len(os.listdir(folder)) if os.path.isdir(folder) else 0), None
@@ -338,7 +347,8 @@ def panel_outputs(panels: tuple[str, ...], job: dict | None, sent: dict) -> list
             continue
         sent[panel] = key
         if value is None:
-            value = samples_rows(job["run_dir"]) if panel == "samples" else gallery_items(job["run_dir"])
+            value = (samples_frame(samples_rows(job["run_dir"]), lang) if panel == "samples"
+                     else gallery_items(job["run_dir"]))
         out.append(value)
     return out
 
@@ -460,12 +470,9 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             panels = []
             for panel in tk.panels:
                 if panel == "samples":
-                    def headers(lang_):
-                        return [t(f"samples.{c}", lang_) for c in ("step", "prompt", "answer", "reward")]
-
-                    df = gr.Dataframe(headers=headers(lang), value=[], interactive=False, wrap=True,
+                    df = gr.Dataframe(samples_frame([], lang), interactive=False, wrap=True,
                                       label=t("samples.title", lang), elem_id=f"{kid}-samples")
-                    ctx.tr_fn(ctx.tr(df, "samples.title"), headers, attr="headers")
+                    ctx.tr(df, "samples.title")  # its headers: relabel() below, with the shown job's rows
                     panels.append(df)
                 elif panel == "gallery":
                     panels.append(ctx.tr(gr.Gallery(label=t("gallery.title", lang), columns=4, height=280,
@@ -534,14 +541,18 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             return [*[gr.skip()] * len(all_inputs), ""]
         return [*form_values(descs, r.get("config", {}), r.get("launcher", {})), recipe_description(r, ctx.lang)]
 
-    def relabel(new_lang, name):
-        """On a language switch: the shown recipe's description, the recipe and dataset choices in that language."""
+    def relabel(new_lang, name, job_id):
+        """On a language switch: the shown recipe's description, the recipe and dataset choices and the shown job's
+        samples table in that language."""
         from app.tabs.datasets import dataset_choices
 
         lang_ = new_lang if new_lang in ("en", "zh") else ctx.lang
         recipes_ = load_recipes(kid, ctx.data_dir)
+        job = current_job(job_id) if "samples" in tk.panels else None
+        samples = [samples_frame(samples_rows(job["run_dir"]) if job else [], lang_)] if "samples" in tk.panels else []
         return [recipe_description(recipes_.get(name) or {}, lang_), gr.update(choices=recipe_choices(recipes_, lang_)),
-                *[gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], lang_)) for d in dataset_descs]]
+                *[gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], lang_)) for d in dataset_descs],
+                *samples]
 
     def refresh_recipes(*select):
         """The recipe dropdown's choices as the data dir has them now (shipped + saved), and `select` if given."""
@@ -593,7 +604,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         """The timer: sends what changed; switches itself off once the job can no longer change."""
         job = current_job(job_id)
         prog, plot_v, log_v, sent, following = follower.poll(job, memo.get(request), ctx.lang)
-        extra = panel_outputs(tk.panels, job, sent)
+        extra = panel_outputs(tk.panels, job, sent, ctx.lang)
         memo.set(request, sent)
         return prog, plot_v, log_v, *extra, gr.skip() if following else gr.Timer(active=False)
 
@@ -601,7 +612,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
         """Tab shown or Train clicked: everything once, and the timer on while the job can change."""
         job = current_job(job_id)
         prog, plot_v, log_v, sent, following = follower.poll(job, None, ctx.lang)
-        extra = panel_outputs(tk.panels, job, sent)
+        extra = panel_outputs(tk.panels, job, sent, ctx.lang)
         memo.set(request, sent)
         return prog, plot_v, log_v, *extra, gr.Timer(active=following)
 
@@ -695,7 +706,8 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
             "timer": timer,
             "follow": (follow, [job_state], poll_outputs),
             "recipe": recipe_dd, "refresh_recipes": refresh_recipes,
-            "relabel": (relabel, [recipe_dd], [recipe_md, recipe_dd, *[fields[d["name"]] for d in dataset_descs]])}
+            "relabel": (relabel, [recipe_dd, job_state], [recipe_md, recipe_dd, *[fields[d["name"]] for d in dataset_descs],
+                                                         *[p for p, name in zip(panels, tk.panels) if name == "samples"]])}
 
 
 def _to_widget_value(d: dict, v):
