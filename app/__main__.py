@@ -1,6 +1,7 @@
 """`python -m app [flags]`: serve the studio (launch.sh calls this after setting up the venv)."""
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import socket
@@ -198,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.queue(default_concurrency_limit=4)
     print(f"[studio] data dir: {data_dir}", flush=True)
     footer = ["api", "gradio", "settings"] if args.api else ["gradio", "settings"]
+    # Gradio's own check that localhost answers (HEAD / with a 3 s timeout) refuses to start the server when the first
+    # render of this ~1100-component page takes longer on a busy 2-core machine; _local_answers() below waits longer.
+    check = {"_frontend": False} if "_frontend" in inspect.signature(demo.launch).parameters else {}
     _, local_url, share_url = demo.launch(
         server_name=host, server_port=port, share=share, auth=auth or None,
         auth_message="Finetune Studio: log in" if auth else None,
@@ -205,7 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         allowed_paths=[str(data_dir)], max_file_size=max_upload_bytes(), strict_cors=True,
         app_kwargs={"middleware": [Middleware(OriginGuard,
                                               extra=os.environ.get("STUDIO_ALLOWED_ORIGINS", ""))]},
+        **check,
     )
+    if not share and not _local_answers(local_url):
+        print(f"[studio] warning: {local_url} did not answer within {LOCAL_WAIT:.0f} s; a proxy may block localhost "
+              "(NO_PROXY=127.0.0.1,localhost) or the machine is very busy", flush=True)
     print(f"[studio] ready in {time.time() - t_start:.1f} s: http://{'127.0.0.1' if host == '127.0.0.1' else host}:{port}",
           flush=True)
     if share:
@@ -226,6 +234,25 @@ def main(argv: list[str] | None = None) -> int:
         engine.shutdown()  # stops watching; running jobs are detached and keep going
         demo.close()
     return 0
+
+
+LOCAL_WAIT = 60.0
+
+
+def _local_answers(url: str, wait: float = LOCAL_WAIT) -> bool:
+    """Whether the page answers at `url` within `wait` seconds (what Gradio checks with one 3 s try)."""
+    import httpx
+
+    deadline = time.time() + wait
+    while time.time() < deadline:
+        try:
+            code = httpx.head(url, timeout=max(1.0, deadline - time.time()), verify=False).status_code
+            if code < 400 or code == 401:  # 401 / a redirect: --gradio-auth's login
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def _bundled_ready(data_dir) -> bool:

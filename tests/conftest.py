@@ -133,20 +133,57 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-DEMO_RECIPE = ROOT / "presets" / "recipes" / "cpu-demo-smollm2.yaml"
+DEMO_PIPELINE = "cpu-demo-smollm2-rlhf"
 
 
 @pytest.fixture(scope="session")
-def demo_sft_run(prepared_data_dir):
-    """The demo recipe (30 LoRA steps of SmolLM2 on the demo set) run once per test session with
-    `python -m backends.sft`, in the shared data dir: (proc, run folder, its name under the data dir)."""
-    name = f"runs/pytest-demo-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "backends.sft", "--config", str(DEMO_RECIPE), "--data_dir",
-                           str(prepared_data_dir), "--run_dir", name], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=1800, check=False)
-    yield SimpleNamespace(proc=proc, run=prepared_data_dir / name, name=name)
-    shutil.rmtree(prepared_data_dir / name, ignore_errors=True)
+def demo_pipeline(prepared_data_dir, tmp_path_factory):
+    """The CPU demo pipeline (cpu-demo-smollm2-rlhf: step 1 the SFT demo, step 2 the reward-model demo, step 3 PPO
+    with actor = job:@1 and reward model = job:@2), submitted once per session through app/jobs/pipeline.py as the
+    Pipeline tab submits it, in its own data dir that links the bundled models. The fixture waits for the whole
+    chain (a step left training in the background would share the 2 cores with the tests that follow):
+    (pipeline status, its engine, data dir, the three job records, step(n) -> (job, run folder), log(n))."""
+    from app import pipelines as plib
+    from app.jobs import Engine
+    from app.jobs import pipeline as pl
+
+    dd = tmp_path_factory.mktemp("pipeline-demo-data")
+    (dd / "models").symlink_to(prepared_data_dir / "models", target_is_directory=True)
+    steps = plib.build_steps(plib.load_recipes()[DEMO_PIPELINE])
+    for s in steps:
+        s["config"]["data_dir"] = str(dd)
+    eng = Engine(dd, grace_seconds=60)
+    try:
+        t0 = time.time()
+        rec = pl.submit(eng, DEMO_PIPELINE, steps)
+        st = wait_for(lambda: (x := pl.status(eng, rec["id"]))["status"] not in ("queued", "running") and x, 3600,
+                      interval=1.0, what="the demo pipeline to end")
+        took = time.time() - t0
+        jobs = [eng.get(j["id"]) for j in st["jobs"]]
+
+        def step(n: int):
+            return jobs[n - 1], Path(jobs[n - 1]["run_dir"])
+
+        def log(n: int) -> str:
+            return eng.read_log_tail(jobs[n - 1]["id"], max_bytes=4 << 20)
+
+        yield SimpleNamespace(status=st, engine=eng, data_dir=dd, jobs=jobs, step=step, log=log, seconds=took)
+    finally:
+        for j in eng.list_jobs():
+            if j["status"] in ("queued", "running"):
+                eng.stop(j["id"], wait=True)
+        eng.shutdown()
+
+
+@pytest.fixture(scope="session")
+def demo_sft_run(demo_pipeline):
+    """Step 1 of the demo pipeline (the SFT demo recipe: 30 LoRA steps of SmolLM2 on the demo set):
+    (proc: its return code and log as a finished process would have them, run folder, a name under the shared data
+    dir that other demo runs put their own run folders beside)."""
+    job, run = demo_pipeline.step(1)
+    proc = SimpleNamespace(returncode=0 if job["status"] == "succeeded" else 1, stdout=demo_pipeline.log(1),
+                           stderr=job.get("error") or "")
+    return SimpleNamespace(proc=proc, run=run, name=f"runs/pytest-demo-{uuid.uuid4().hex[:8]}", job=job)
 
 
 @pytest.fixture(scope="session")
@@ -158,31 +195,13 @@ def demo_adapter(demo_sft_run) -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_rm_job(prepared_data_dir, tmp_path_factory):
-    """The demo reward-model recipe (cpu-demo-smollm2-rm: 12 LoRA steps on the bundled SmolLM2) run once per test
-    session through the job engine, as the Reward model tab submits it, in its own data dir:
-    (job record, data dir, its output folder). RLHF tests take their reward model from it."""
-    import yaml
-
-    from app.jobs import Engine
-    from app.jobs.launcher import LaunchSpec
-
-    dd = tmp_path_factory.mktemp("rm-demo-data")
-    (dd / "models").symlink_to(prepared_data_dir / "models", target_is_directory=True)
-    recipe = yaml.safe_load((ROOT / "presets/recipes/cpu-demo-smollm2-rm.yaml").read_text())
-    eng = Engine(dd, grace_seconds=60)
-    try:
-        job_id = eng.submit("reward", {**recipe["config"], "data_dir": str(dd)},
-                            LaunchSpec.from_dict(recipe["launcher"]), recipe="cpu-demo-smollm2-rm")
-        job = wait_for(lambda: (j := eng.get(job_id))["status"] not in ("queued", "running") and j, 1500,
-                       interval=1.0, what="the demo reward job to end")
-        yield SimpleNamespace(job=job, data_dir=dd, output=Path(job["run_dir"]) / "output", engine=eng,
-                              log=eng.read_log_tail(job_id))
-    finally:
-        for j in eng.list_jobs():
-            if j["status"] in ("queued", "running"):
-                eng.stop(j["id"], wait=True)
-        eng.shutdown()
+def demo_rm_job(demo_pipeline):
+    """Step 2 of the demo pipeline (the demo reward-model recipe cpu-demo-smollm2-rm: 12 LoRA steps on the bundled
+    SmolLM2) run through the job engine: (job record, data dir, its output folder, engine, log). RLHF tests take
+    their reward model from it."""
+    job, run = demo_pipeline.step(2)
+    return SimpleNamespace(job=job, data_dir=demo_pipeline.data_dir, output=run / "output",
+                           engine=demo_pipeline.engine, log=demo_pipeline.log(2))
 
 
 def build_tiny_lm(src: Path, out: Path, hidden: int = 64, layers: int = 2, seed: int = 0) -> Path:

@@ -177,3 +177,34 @@ def test_estimator_bad_input_names_the_field(start_studio, page):
     page.locator("#est-model textarea, #est-model input").first.fill("opt-13b")
     page.locator("#est-run").click()
     page.locator("#est-result").get_by_text("optimizer", exact=False).first.wait_for(timeout=30_000)
+
+
+def test_a_page_slower_than_gradios_3s_check_still_counts_as_up():
+    """Gradio refuses to start when HEAD / takes over 3 s (a busy 2-core machine rendering the whole page); the
+    studio skips that check and waits longer itself."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gradio import networking
+
+    from app.__main__ import _local_answers
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            time.sleep(4)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/"
+    try:
+        assert not networking.url_ok(url)  # what made the studio exit with "a shareable link must be created"
+        assert _local_answers(url, wait=15)
+    finally:
+        server.shutdown()
+    t0 = time.time()
+    assert not _local_answers(url, wait=2) and time.time() - t0 < 5  # nobody listens: False after the wait

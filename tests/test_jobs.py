@@ -347,6 +347,20 @@ def test_summarize_picks_the_real_exception_not_the_launchers():
     assert "CalledProcessError" not in s and KILLED_HINT not in s
 
 
+def test_summarize_names_a_backends_field_refusal_not_accelerates_wrapper():
+    """A backend refusing its input (runner.main: "error: <field>: ..." and exit 2) under accelerate launch, which
+    then raises CalledProcessError and exits 1: the summary is the backend's own sentence."""
+    log = (
+        "[studio] reward: config read, loading the libraries (torch, transformers, ...)\n"
+        "error: rejected_column: mixed.jsonl has no column 'rejected' (its columns: prompt, response, chosen)\n"
+        "Traceback (most recent call last):\n"
+        '  File "/venv/lib/python3.11/site-packages/accelerate/commands/launch.py", line 1, in simple_launcher\n'
+        "subprocess.CalledProcessError: Command '['python', '-m', 'backends.reward']' returned non-zero exit status 2.\n"
+    )
+    s = summarize(log, 1)
+    assert "error: rejected_column: mixed.jsonl has no column 'rejected'" in s and "CalledProcessError" not in s, s
+
+
 @pytest.mark.parametrize(
     "log,code",
     [

@@ -290,12 +290,11 @@ def greedy_rewards(policy_dir: Path, rm_dir: Path, prompts: list[str], n_tokens:
     return englib.score_texts(rm, rtok, texts).tolist()
 
 
-def test_ppo_raises_the_reward_of_greedy_answers_on_held_out_prompts(demo_adapter, demo_rm_job, tmp_path):
-    """The demo recipe from the demo SFT adapter against the demo reward model: held-out prompts' mean RM score
-    of the greedy answers is higher after PPO than before, and the KL to the reference is reported and finite."""
+def test_ppo_raises_the_reward_of_greedy_answers_on_held_out_prompts(demo_pipeline, demo_adapter, demo_rm_job):
+    """Step 3 of the demo pipeline (the PPO demo recipe from the demo SFT adapter against the demo reward model, both
+    named as job:<id>): held-out prompts' mean RM score of the greedy answers is higher after PPO than before, and
+    the KL to the reference is reported and finite."""
     import math
-
-    import yaml
 
     from backends.common import config as C
     from backends.common import data as datalib
@@ -303,23 +302,16 @@ def test_ppo_raises_the_reward_of_greedy_answers_on_held_out_prompts(demo_adapte
     from backends.rlhf.ppo import PPOArgs
 
     assert demo_rm_job.job["status"] == "succeeded", demo_rm_job.log[-2000:]
-    recipe = yaml.safe_load((ROOT / "presets/recipes/cpu-demo-smollm2-ppo.yaml").read_text())
-    overrides = {"model_name_or_path": str(demo_adapter), "reward_model": str(demo_rm_job.output),
-                 "run_dir": str(tmp_path / "run")}
-    cfg_path = tmp_path / "ppo.yaml"
-    cfg_path.write_text(yaml.safe_dump({**recipe["config"], **overrides}))
-    cfg = C.from_dict(PPOArgs, {**recipe["config"], **overrides})
+    job, run = demo_pipeline.step(3)
+    assert job["kind"] == "rlhf_ppo" and job["status"] == "succeeded", demo_pipeline.log(3)[-4000:]
+    cfg = C.load_config(PPOArgs, run / "config.yaml", kind="rlhf_ppo")
     tok = modeling.load_tokenizer(str(demo_adapter))
     _, held_out = datalib.load_prompt_data(cfg, datalib.resolve_datasets(cfg.dataset), tok, phase=2)
     prompts = list(held_out["prompt"])
     before = greedy_rewards(demo_adapter, demo_rm_job.output, prompts, cfg.max_answer_seq_len, cfg.template)
-
-    res = subprocess.run(ppo_cmd(cfg_path), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    rows = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "reward_mean" in r]
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if "reward_mean" in r]
     assert len(rows) == cfg.max_steps and all(math.isfinite(r["kl"]) for r in rows), rows
-    after = greedy_rewards(tmp_path / "run" / "output", demo_rm_job.output, prompts, cfg.max_answer_seq_len,
-                           cfg.template)
+    after = greedy_rewards(run / "output", demo_rm_job.output, prompts, cfg.max_answer_seq_len, cfg.template)
     mb, ma = sum(before) / len(before), sum(after) / len(after)
     print(f"held-out greedy reward {mb:.3f} -> {ma:.3f}; rollout reward "
           f"{[round(r['reward_mean'], 3) for r in rows]}; kl {[round(r['kl'], 4) for r in rows]}")

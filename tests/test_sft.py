@@ -237,8 +237,8 @@ def test_cli_bad_value_exits_2_naming_the_field(prepared_data_dir):
 # --------------------------------------------------------------------------------- real training
 @pytest.mark.slow
 def test_lora_sft_one_process_learns_the_demo_style(demo_sft_run):
-    """The demo recipe run once per session by `python -m backends.sft` (conftest's demo_sft_run; the A/B
-    compare tests use the same adapter)."""
+    """The demo recipe run once per session as step 1 of the demo pipeline, through the engine (conftest's
+    demo_sft_run; the A/B compare, DPO, reward and RLHF tests use the same adapter)."""
     recipe = C.load_config(SFTArgs, DEMO_RECIPE, kind="sft")
     steps, every = recipe.max_steps, recipe.save_steps
     assert steps <= 40 and recipe.eval_steps == every and steps % every == 0

@@ -192,6 +192,8 @@ class Engine:
             config["run_dir"] = str(run_dir)
             config["deepspeed"] = str(run_dir / "deepspeed.json") if ds_config is not None else ""
             config.setdefault("resume_from_checkpoint", "")
+            if recipe:  # studio.json names it (JobFields.recipe)
+                config.setdefault("recipe", recipe)
             argv, _env, _files = self._write_files(job_id, kind, config, spec, ds_config)
             meta = dict(meta or {})
             if after:

@@ -37,6 +37,7 @@ _GPU_OOM = re.compile(
     r"HIP out of memory|XPU out of memory"
 )
 _STANDALONE = [
+    re.compile(r"^error: .*"),  # a backend's refusal naming its field (backends/common/runner.py: exit 2)
     re.compile(r"\bFileNotFoundError: .*"),
     re.compile(r"\b(No such file or directory|does not appear to have a file named).*"),
     re.compile(r"\S*: error: .*"),  # argparse (accelerate / deepspeed CLI usage errors)

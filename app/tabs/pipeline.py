@@ -133,7 +133,7 @@ def build(ctx: StudioContext) -> dict:
                                          placeholder="worker-1 slots=8", elem_id="pipe-hostfile"), "launch.hostfile")
             keys: dict[str, list] = {}
             for role in ROLES:
-                with ctx.tr(gr.Accordion(t(f"pipe.step.{role}", lang), open=role == "sft", elem_id=f"pipe-{role}"),
+                with ctx.tr(gr.Accordion(t(f"pipe.step.{role}", lang), open=role == "sft", elem_id=f"pipe-step-{role}"),
                             f"pipe.step.{role}"):
                     with gr.Row():
                         values = _key_values(rec, role, algo or "")

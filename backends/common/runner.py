@@ -215,7 +215,10 @@ def main(kind: str, schema: type, run: Callable[[Any, Job], Mapping[str, Any]], 
     """parse -> resolve -> run(cfg, job) -> exit code (0, 2 on a FieldError, the record's exit_code)."""
     try:
         cfg = parse_args(schema, argv, kind=kind, description=description)
-        rec = run(cfg, resolve_job(cfg, kind, checkpoints=checkpoints))
+        job = resolve_job(cfg, kind, checkpoints=checkpoints)
+        if os.environ.get("RANK", "0") == "0":  # at once, before the seconds torch and transformers take to import
+            print(f"[studio] {kind}: config read, loading the libraries (torch, transformers, ...)", flush=True)
+        rec = run(cfg, job)
     except FieldError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
