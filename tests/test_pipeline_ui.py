@@ -25,8 +25,18 @@ def test_a_two_step_pipeline_runs_from_the_page_and_its_actor_is_offered_in_ab(s
     page.get_by_role("option", name="dpo", exact=True).click()
     _fill(page, "pipe-actor", str(tiny_lm))
     _fill(page, "pipe-sft-max_steps", "2")
-    page.locator("#pipe-step-rlhf").click()  # open step 3's key fields
+    page.locator("#pipe-step-rlhf").click()  # open step 3's fields
     _fill(page, "pipe-rlhf-max_steps", "2")
+    # the step's other fields: its recipe's YAML, editable (a field the form sets is refused, named)
+    others = page.locator("#pipe-rlhf-others .cm-content")
+    page.wait_for_function("() => document.querySelector('#pipe-rlhf-others').innerText.includes('beta: 0.1')",
+                           timeout=30_000)
+    text = others.inner_text()
+    assert "max_steps" not in text and "model_name_or_path" not in text and "run_dir" not in text, text
+    others.fill(text.replace("beta: 0.1", "beta: 0.2") + "\ndataset: x.jsonl\n")
+    page.locator("#pipe-run").click()
+    page.locator("#pipe-error").get_by_text("rlhf: dataset").wait_for(timeout=30_000)
+    others.fill(text.replace("beta: 0.1", "beta: 0.2"))
     page.locator("#pipe-command").scroll_into_view_if_needed()
     page.wait_for_function("() => document.querySelector('#pipe-command').innerText.includes('-m backends.dpo')",
                            timeout=30_000)
@@ -40,6 +50,7 @@ def test_a_two_step_pipeline_runs_from_the_page_and_its_actor_is_offered_in_ab(s
     jobs = JobStore(studio_data_dir / "jobs.sqlite").list()
     sft, dpo = sorted((j for j in jobs if j["meta"].get("pipeline")), key=lambda j: j["meta"]["step"])
     assert dpo["config"]["model_name_or_path"] == f"job:{sft['id']}" and dpo["meta"]["after"] == sft["id"]
+    assert dpo["config"]["beta"] == 0.2 and dpo["config"]["max_steps"] == 2
     assert "step 2 of 2" in page.locator("#pipe-progress").inner_text()
     doc_screenshot(page, "pipeline.png", studio_data_dir)
     # the final actor in the A/B tab, named by its pipeline
@@ -77,7 +88,7 @@ def test_a_failing_step_2_is_named_with_its_column_and_resume_runs_steps_2_and_3
     _fill(page, "pipe-dataset", "datasets/mixed.jsonl")
     for role in ("sft", "reward", "rlhf"):
         if role != "sft":
-            page.locator(f"#pipe-step-{role}").click()  # open the step's key fields
+            page.locator(f"#pipe-step-{role}").click()  # open the step's fields
         _fill(page, f"pipe-{role}-max_steps", "2")
     page.locator("#pipe-run").click()
     page.locator("#pipe-error").get_by_text("step 2: rejected_column").wait_for(timeout=60_000)

@@ -8,10 +8,12 @@ out-of-memory advice when the log shows one), Stop (the later steps are cancelle
 """
 from __future__ import annotations
 
+import dataclasses
 import html
 
 import gradio as gr
 import pandas as pd
+import yaml
 
 from app import kinds
 from app import pipelines as plib
@@ -38,15 +40,46 @@ def _step_kind(role: str, algorithm: str) -> str:
     return {"sft": "sft", "reward": "reward"}.get(role) or plib.ALGORITHM_KINDS.get(algorithm, "")
 
 
-def _key_values(recipe: dict, role: str, algorithm: str) -> list[str]:
-    """The key fields of a step as its recipe has them (empty when that step has no recipe)."""
+# What the form above sets for every step, and what the engine sets: not among a step's other fields
+FORM_FIELDS = ("model_name_or_path", "reward_model", "dataset", "data_split", "use_lora")
+JOB_FIELDS = tuple(f.name for f in dataclasses.fields(cfgmod.JobFields))
+
+
+def _step_config(recipe: dict, role: str, algorithm: str) -> dict:
+    """A step's config as its recipe has it (empty when that step has no recipe)."""
     entry = (recipe.get("steps") or {}).get(algorithm if role == "rlhf" else role) or {}
     try:
         base = plib._step_recipe(entry["recipe"], _step_kind(role, algorithm)) if entry.get("recipe") else {}
     except FieldError:
         base = {}
-    cfg = {**(base.get("config") or {}), **(entry.get("config") or {})}
+    return {**(base.get("config") or {}), **(entry.get("config") or {})}
+
+
+def _key_values(recipe: dict, role: str, algorithm: str) -> list[str]:
+    """The key fields of a step as its recipe has them."""
+    cfg = _step_config(recipe, role, algorithm)
     return ["" if cfg.get(k) is None else str(cfg[k]) for k in KEY_FIELDS]
+
+
+def _other_fields(recipe: dict, role: str, algorithm: str) -> str:
+    """The rest of a step's fields (not the key fields, not what the form or the engine sets) as YAML."""
+    cfg = _step_config(recipe, role, algorithm)
+    rest = {k: v for k, v in cfg.items() if k not in (*KEY_FIELDS, *FORM_FIELDS, *JOB_FIELDS)}
+    return yaml.safe_dump(rest, sort_keys=False, allow_unicode=True) if rest else ""
+
+
+def _parse_other_fields(role: str, text: str) -> dict:
+    """The edited YAML of a step's other fields: a mapping, none of the fields set elsewhere on the page."""
+    try:
+        data = yaml.safe_load(text or "") or {}
+    except yaml.YAMLError as e:
+        raise FieldError(f"{role}: other fields", f"not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise FieldError(f"{role}: other fields", "must be `field: value` lines")
+    taken = sorted(set(data) & {*KEY_FIELDS, *FORM_FIELDS, *JOB_FIELDS})
+    if taken:
+        raise FieldError(f"{role}: {taken[0]}", "is set by the form above (or by the engine), not here")
+    return data
 
 
 COLUMNS = ("n", "step", "job", "status", "note")
@@ -132,6 +165,7 @@ def build(ctx: StudioContext) -> dict:
             hostfile = ctx.tr(gr.Textbox(rec.get("hostfile", ""), lines=2, label=t("launch.hostfile", lang),
                                          placeholder="worker-1 slots=8", elem_id="pipe-hostfile"), "launch.hostfile")
             keys: dict[str, list] = {}
+            others: dict[str, gr.Code] = {}
             for role in ROLES:
                 with ctx.tr(gr.Accordion(t(f"pipe.step.{role}", lang), open=role == "sft", elem_id=f"pipe-step-{role}"),
                             f"pipe.step.{role}"):
@@ -140,6 +174,9 @@ def build(ctx: StudioContext) -> dict:
                         keys[role] = [ctx.tr(gr.Textbox(v, label=t(f"pipe.key.{k}", lang), max_lines=1,
                                                         elem_id=f"pipe-{role}-{k}"), f"pipe.key.{k}")
                                       for k, v in zip(KEY_FIELDS, values)]
+                    others[role] = ctx.tr(gr.Code(_other_fields(rec, role, algo or ""), language="yaml",
+                                                  interactive=True, label=t("pipe.others", lang), max_lines=14,
+                                                  elem_id=f"pipe-{role}-others"), "pipe.others")
             command = ctx.tr(gr.Code(language="shell", label=t("pipe.commands", lang), interactive=False,
                                      wrap_lines=True, elem_id="pipe-command"), "pipe.commands")
         with gr.Column(scale=4):
@@ -160,7 +197,8 @@ def build(ctx: StudioContext) -> dict:
                                     interactive=False, elem_id="pipe-log", elem_classes=["studio-log"]), "pipe.log")
     form = [recipe_dd, actor, reward_model, algorithm, deployment, dataset, split, lora, hostfile]
     key_inputs = [c for role in ROLES for c in keys[role]]
-    all_inputs = [*form, *key_inputs]
+    other_inputs = [others[role] for role in ROLES]
+    all_inputs = [*form, *key_inputs, *other_inputs]
     timer = gr.Timer(POLL_SECONDS, active=False)
     memo = SessionMemo()
     elem_ids = {n: c.elem_id for n, c in zip(FORM, form)}
@@ -171,9 +209,11 @@ def build(ctx: StudioContext) -> dict:
         if not r:
             raise FieldError("recipe", "pick a pipeline recipe")
         overrides = {}
+        at_others = len(FORM) + len(ROLES) * len(KEY_FIELDS)
         for i, role in enumerate(ROLES):
             raw = values[len(FORM) + i * len(KEY_FIELDS): len(FORM) + (i + 1) * len(KEY_FIELDS)]
-            overrides[role] = {k: x for k, x in zip(KEY_FIELDS, raw) if str(x).strip() != ""}
+            overrides[role] = {**_parse_other_fields(role, values[at_others + i]),
+                               **{k: x for k, x in zip(KEY_FIELDS, raw) if str(x).strip() != ""}}
         steps = plib.build_steps(r, actor_model=v["actor_model"] or "", reward_model=v["reward_model"] or "",
                                  dataset=v["dataset"] or "", data_split=v["data_split"] or "",
                                  deployment=v["deployment"], algorithm=v["algorithm"], use_lora=bool(v["use_lora"]),
@@ -289,14 +329,14 @@ def build(ctx: StudioContext) -> dict:
     def apply_recipe(name, algorithm_):
         r = plib.load_recipes().get(name or "")
         if not r:
-            return [gr.skip()] * (len(form) - 1 + len(key_inputs))
+            return [gr.skip()] * (len(form) - 1 + len(key_inputs) + len(other_inputs))
         a = r.get("algorithm") if r.get("algorithm") in plib.algorithms() else algorithm_
         vals = [plib.describe(r, ctx.lang), r.get("actor_model", ""), r.get("reward_model", ""), a,
                 r.get("deployment", "cpu"), r.get("dataset", ""), r.get("data_split", ""),
                 bool(r.get("use_lora", True)), r.get("hostfile", "")]
         for role in ROLES:
             vals += _key_values(r, role, a or "")
-        return vals
+        return vals + [_other_fields(r, role, a or "") for role in ROLES]
 
     def relabel(new_lang, name, pid):
         """On a language switch: the recipe's description and the followed pipeline's view in that language."""
@@ -306,7 +346,7 @@ def build(ctx: StudioContext) -> dict:
 
     def algorithm_changed(name, algorithm_):
         r = plib.load_recipes().get(name or "") or {}
-        return _key_values(r, "rlhf", algorithm_ or "")
+        return [*_key_values(r, "rlhf", algorithm_ or ""), _other_fields(r, "rlhf", algorithm_ or "")]
 
     pid_state = gr.State(None)
     poll_outputs = [overview, table, error_box, plot, log, timer]
@@ -314,8 +354,9 @@ def build(ctx: StudioContext) -> dict:
         comp.change(preview, inputs=all_inputs, outputs=command, show_progress="hidden", api_name=False)
     recipe_dd.input(apply_recipe, inputs=[recipe_dd, algorithm],
                     outputs=[recipe_md, actor, reward_model, algorithm, deployment, dataset, split, lora, hostfile,
-                             *key_inputs], api_name=False)
-    algorithm.input(algorithm_changed, inputs=[recipe_dd, algorithm], outputs=keys["rlhf"], api_name=False)
+                             *key_inputs, *other_inputs], api_name=False)
+    algorithm.input(algorithm_changed, inputs=[recipe_dd, algorithm], outputs=[*keys["rlhf"], others["rlhf"]],
+                    api_name=False)
     run_btn.click(run, inputs=all_inputs, outputs=[pid_state, error_box], api_name="pipeline_run").then(
         follow, inputs=pid_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
     stop_btn.click(stop, inputs=pid_state, api_name="pipeline_stop").then(
