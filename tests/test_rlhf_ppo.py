@@ -316,3 +316,14 @@ def test_ppo_raises_the_reward_of_greedy_answers_on_held_out_prompts(demo_pipeli
     print(f"held-out greedy reward {mb:.3f} -> {ma:.3f}; rollout reward "
           f"{[round(r['reward_mean'], 3) for r in rows]}; kl {[round(r['kl'], 4) for r in rows]}")
     assert ma > mb, (before, after)
+
+
+def test_zero3_is_refused_before_anything_is_queued(engine, studio_data_dir):
+    """The studio asks the backend's own check (kinds' check_launch) at submit: no job, the launcher field named."""
+    from app.jobs import LaunchSpec
+
+    with pytest.raises(FieldError) as e:
+        engine.submit("rlhf_ppo", {"data_dir": str(studio_data_dir)},
+                      LaunchSpec(launcher="deepspeed", preset="cpu", num_processes=1, zero_stage=3))
+    assert e.value.field == "zero_stage" and "ZeRO stage 0, 1 or 2" in e.value.message
+    assert engine.list_jobs() == []

@@ -280,9 +280,11 @@ def resolve(cfg: PPOArgs, job: runner.Job | None = None) -> Resolved:
         if not has_cuda():
             raise FieldError("precision", "fp16 needs a CUDA GPU; use fp32 on CPU (bf16 works but is slow)")
     ds_stage = rmlib.zero_stage(job.deepspeed) if job.deepspeed else None
-    if ds_stage == 3:
-        raise FieldError("deepspeed", "ZeRO-3 is not supported by this PPO backend (generation would need gathered "
-                                      "weights every token); use ZeRO stage 0, 1 or 2")
+    if ds_stage is not None:
+        try:
+            check_zero_stage(ds_stage)
+        except FieldError as e:
+            raise FieldError("deepspeed", e.message) from None
     stages = {}
     for name in ("actor_zero_stage", "critic_zero_stage"):
         v = getattr(cfg, name)
@@ -311,6 +313,14 @@ def _offload(ds_file: str) -> bool:
     from backends.rlhf.engine import zero_offload
 
     return zero_offload(ds_file)
+
+
+def check_zero_stage(stage: int) -> None:
+    """This backend trains with ZeRO 0, 1 or 2 (the studio checks a launcher's stage with it before queueing)."""
+    if stage is not None and int(stage) >= 3:
+        raise FieldError("zero_stage", "ZeRO-3 is not supported by this PPO backend yet (generating through "
+                                       "partitioned weights is not written); use ZeRO stage 0, 1 or 2, with the "
+                                       "actor's LoRA (actor_lora_dim) to keep one copy of the base weights per GPU")
 
 
 def validate_config(cfg: PPOArgs | dict) -> None:
