@@ -177,6 +177,14 @@ def test_estimator_bad_input_names_the_field(start_studio, page):
     page.locator("#est-model textarea, #est-model input").first.fill("opt-13b")
     page.locator("#est-run").click()
     page.locator("#est-result").get_by_text("optimizer", exact=False).first.wait_for(timeout=30_000)
+    # PPO (DeepSpeed-Chat step 3): four copies of base weights in full fine-tuning, two with LoRA on both models
+    page.locator("#est-model textarea, #est-model input").first.fill("opt-1.3b")
+    page.locator("#est-critic textarea, #est-critic input").first.fill("opt-350m")
+    page.locator("#est-run").click()
+    page.locator("#est-result").get_by_text("PPO: 4 copies of base weights").wait_for(timeout=30_000)
+    page.locator("#est-method").get_by_text("LoRA").click()
+    page.locator("#est-run").click()
+    page.locator("#est-result").get_by_text("PPO: 2 copies of base weights").wait_for(timeout=30_000)
 
 
 def test_a_page_slower_than_gradios_3s_check_still_counts_as_up():

@@ -52,6 +52,8 @@ STRINGS: dict[str, dict[str, str]] = {
     "est.seq_len": {"en": "Sequence length", "zh": "序列长度"},
     "est.grad_ckpt": {"en": "Gradient checkpointing", "zh": "梯度检查点"},
     "est.target_gpu": {"en": "Compare against", "zh": "对比硬件"},
+    "est.critic": {"en": "PPO: critic / reward model (empty = estimate one model)",
+                   "zh": "PPO：critic / 奖励模型（留空 = 只估算一个模型）"},
     "est.detected": {"en": "detected hardware", "zh": "检测到的硬件"},
     "est.run": {"en": "Estimate", "zh": "估算"},
     "est.full": {"en": "full", "zh": "全参数"},

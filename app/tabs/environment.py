@@ -93,8 +93,11 @@ def build(ctx: StudioContext):
                                   "est.micro_batch")
                     e_seq = ctx.tr(gr.Textbox(value="512", label=t("est.seq_len", lang), elem_id="est-seq"),
                                    "est.seq_len")
-                e_target = ctx.tr(gr.Dropdown(target_choices(lang), value="", label=t("est.target_gpu", lang),
-                                              elem_id="est-target"), "est.target_gpu")
+                with gr.Row():
+                    e_target = ctx.tr(gr.Dropdown(target_choices(lang), value="", label=t("est.target_gpu", lang),
+                                                  elem_id="est-target"), "est.target_gpu")
+                    e_critic = ctx.tr(gr.Textbox("", label=t("est.critic", lang), placeholder="opt-350m",
+                                                 elem_id="est-critic"), "est.critic")
                 ctx.tr_fn(e_target, target_choices, attr="choices")
                 e_run = ctx.tr(gr.Button(t("est.run", lang), variant="primary", elem_id="est-run"), "est.run")
             with gr.Column(scale=3):
@@ -131,10 +134,15 @@ def build(ctx: StudioContext):
     def follow():
         return gr.Timer(active=ctx.preparer.running)
 
-    def run_estimate(model, method, rank, prec, zero, off, ckpt, gpus, nodes, mb, seq, target):
+    def run_estimate(model, method, rank, prec, zero, off, ckpt, gpus, nodes, mb, seq, target, critic=""):
         gpu_list, ram = _hardware(get_report(ctx))
         named_target = target if target in estimator.GPU_TABLE else None
         try:
+            if str(critic or "").strip():  # PPO: actor + critic trained, reference + reward model frozen
+                lora = rank if method == "lora" else 0
+                return estimator.estimate_ppo(model, critic, lora, lora, precision=prec, zero_stage=zero,
+                                              offload=off, num_gpus=gpus, num_nodes=nodes, micro_batch=mb,
+                                              seq_len=seq, grad_checkpointing=ckpt, data_dir=ctx.data_dir).to_markdown()
             est = estimator.estimate(model=model, method=method, lora_rank=rank, precision=prec,
                                      zero_stage=zero, offload=off, num_gpus=gpus, num_nodes=nodes,
                                      micro_batch=mb, seq_len=seq, grad_checkpointing=ckpt,
@@ -152,7 +160,8 @@ def build(ctx: StudioContext):
     shapes_btn.click(lambda: on_prepare("shapes"), outputs=prepare_log, api_name="prepare_shapes").then(
         lambda: gr.Timer(active=True), outputs=poll_timer, api_name=False, show_progress="hidden")
     poll_timer.tick(poll, outputs=[bundled_md, prepare_log, poll_timer], show_progress="hidden", api_name=False)
-    e_inputs = [e_model, e_method, e_rank, e_prec, e_zero, e_off, e_ckpt, e_gpus, e_nodes, e_mb, e_seq, e_target]
+    e_inputs = [e_model, e_method, e_rank, e_prec, e_zero, e_off, e_ckpt, e_gpus, e_nodes, e_mb, e_seq, e_target,
+                e_critic]
     e_run.click(run_estimate, inputs=e_inputs, outputs=e_out, api_name="estimate_memory")
     # The page load fills the report (computed once per process, warmed in the background at start).
     return show_report, outs, {"timer": poll_timer, "follow": (follow, [], [poll_timer])}
