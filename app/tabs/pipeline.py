@@ -12,7 +12,6 @@ import dataclasses
 import html
 
 import gradio as gr
-import pandas as pd
 import yaml
 
 from app import kinds
@@ -23,7 +22,7 @@ from app.jobs import JobError
 from app.jobs import pipeline as pl
 from app.tabs.plot import curves_svg, curves_widget
 from app.tabs.training import (LOG_BYTES, POLL_SECONDS, SessionMemo, field_error_html, format_eta, log_signature,
-                               model_choices)
+                               model_choices, table_frame)
 from backends.common import config as cfgmod
 from backends.common.errors import FieldError
 
@@ -85,9 +84,8 @@ def _parse_other_fields(role: str, text: str) -> dict:
 COLUMNS = ("n", "step", "job", "status", "note")
 
 
-def steps_frame(rows: list[list], lang: str) -> pd.DataFrame:
-    """The steps table with its headers in `lang` (a plain list would get the headers the page was built with)."""
-    return pd.DataFrame(rows, columns=[t(f"pipe.col.{c}", lang) for c in COLUMNS])
+def steps_frame(rows: list[list], lang: str):
+    return table_frame(rows, "pipe.col", COLUMNS, lang)
 
 
 def steps_table(st: dict | None, lang: str) -> list[list]:

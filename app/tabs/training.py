@@ -325,9 +325,14 @@ def gallery_items(run_dir: str, n: int = GALLERY_IMAGES) -> list[tuple[str, str]
 SAMPLE_COLUMNS = ("step", "prompt", "answer", "reward")
 
 
+def table_frame(rows: list[list], prefix: str, columns: tuple[str, ...], lang: str) -> pd.DataFrame:
+    """A table's value with its headers (i18n keys `<prefix>.<column>`) in `lang`: a plain list of rows would get
+    the headers the page was built with."""
+    return pd.DataFrame(rows, columns=[t(f"{prefix}.{c}", lang) for c in columns])
+
+
 def samples_frame(rows: list[list], lang: str) -> pd.DataFrame:
-    """The samples table with its headers in `lang` (a plain list would get the headers the page was built with)."""
-    return pd.DataFrame(rows, columns=[t(f"samples.{c}", lang) for c in SAMPLE_COLUMNS])
+    return table_frame(rows, "samples", SAMPLE_COLUMNS, lang)
 
 
 def panel_outputs(panels: tuple[str, ...], job: dict | None, sent: dict, lang: str = "en") -> list:
@@ -548,8 +553,7 @@ def build(ctx: StudioContext, tk: Kind) -> dict:
 
         lang_ = new_lang if new_lang in ("en", "zh") else ctx.lang
         recipes_ = load_recipes(kid, ctx.data_dir)
-        job = current_job(job_id) if "samples" in tk.panels else None
-        samples = [samples_frame(samples_rows(job["run_dir"]) if job else [], lang_)] if "samples" in tk.panels else []
+        samples = panel_outputs(("samples",), current_job(job_id), {}, lang_) if "samples" in tk.panels else []
         return [recipe_description(recipes_.get(name) or {}, lang_), gr.update(choices=recipe_choices(recipes_, lang_)),
                 *[gr.update(choices=dataset_choices(ctx.data_dir, d["dataset_kind"], lang_)) for d in dataset_descs],
                 *samples]
