@@ -46,12 +46,6 @@ class Kind:
     docs: str = ""
     model_key: str = ""    # only for a kind without a schema (a test stand-in): its config's model/dataset keys
     dataset_key: str = ""
-    zero_check_ref: str = ""  # the backend's check of a launcher's ZeRO stage (FieldError "zero_stage"), if it has one
-
-    def check_launch(self, spec) -> None:
-        """The kind's own limits on a launch spec (checked before anything is queued), e.g. PPO's ZeRO stage."""
-        if self.zero_check_ref and spec is not None and spec.zero_stage is not None:
-            _load(self.zero_check_ref)(spec.zero_stage)
 
     @property
     def schema(self) -> type | None:
@@ -127,8 +121,7 @@ register(Kind("rlhf_ppo", "backends.rlhf.ppo", "backends.rlhf.ppo:PPOArgs", "bac
               tab="rlhf", stage="stage.ppo", default_recipe="cpu-demo-smollm2-ppo",
               launch={"launcher": "accelerate", "preset": "cpu", "num_processes": 1},
               series=("reward_mean", "kl", "actor_loss", "critic_loss", "answer_len"),
-              produces="policy", panels=("samples",), docs="options:rlhf_ppo",
-              zero_check_ref="backends.rlhf.ppo:check_zero_stage"))
+              produces="policy", panels=("samples",), docs="options:rlhf_ppo"))
 # GRPO / RLOO (critic-free RLHF, TRL's GRPOTrainer / RLOOTrainer): one program, two algorithms of the RLHF tab
 _ONLINE_RL = dict(tab="rlhf", series=("reward_mean", "eval_reward_mean", "kl", "answer_len"),
                   produces="policy", panels=("samples",))

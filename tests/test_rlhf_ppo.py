@@ -168,6 +168,16 @@ def test_checkpoint_restores_actor_critic_and_optimizers(tiny_lm, tiny_rm, tmp_p
     r = ppo.resolve(cfg)
     a = englib.build(cfg, r, total_iters=10, log=lambda *_: None)
     exp = ppo.generate_experience(a, ["Hello there", "What is 2+2?"], cfg, seed=0)
+    assert not exp["reused"]
+    # every answer an immediate end-of-sequence: DS-Chat scores the last valid answers again (every rank keeps
+    # running the same forward passes, which ZeRO-3 needs)
+    actor = englib.unwrap(a.actor)
+    real_generate = actor.generate
+    actor.generate = lambda **kw: torch.cat([kw["input_ids"], torch.full_like(kw["input_ids"][:, :2],
+                                                                              a.tokenizer.eos_token_id)], 1)
+    again = ppo.generate_experience(a, ["Something else entirely"], cfg, seed=1)
+    actor.generate = real_generate
+    assert again["reused"] and again["answers"] == exp["answers"] and torch.equal(again["input_ids"], exp["input_ids"])
     ppo.train_rlhf(a, exp, cfg)
     a.save(tmp_path, main=True)
     b = englib.build(cfg, r, total_iters=10, log=lambda *_: None)
@@ -246,15 +256,19 @@ def test_bad_input_names_the_field(tiny_lm, tiny_rm, tmp_path):
 
 
 # ------------------------------------------------------------------------------- DeepSpeed, 2 ranks
-def test_deepspeed_zero2_on_two_cpu_processes_finishes(engine, studio_data_dir, prepared_data_dir, tiny_lm, tiny_rm):
-    from app.jobs.launcher import LaunchSpec
-    from tests.test_sft_engine import wait_done
-
-    # DeepSpeed's CPU comm op (shm_comm) is compiled once per data dir: reuse the session's build
+def share_torch_extensions(prepared_data_dir: Path, studio_data_dir: Path) -> None:
+    """DeepSpeed's CPU comm op (shm_comm) is compiled once per data dir: reuse the session's build."""
     built = prepared_data_dir / "torch_extensions"
     if built.is_dir():
         (studio_data_dir / "cache").mkdir(exist_ok=True)
         (studio_data_dir / "cache" / "torch_extensions").symlink_to(built, target_is_directory=True)
+
+
+def test_deepspeed_zero2_on_two_cpu_processes_finishes(engine, studio_data_dir, prepared_data_dir, tiny_lm, tiny_rm):
+    from app.jobs.launcher import LaunchSpec
+    from tests.test_sft_engine import wait_done
+
+    share_torch_extensions(prepared_data_dir, studio_data_dir)
     cfg = tiny_config(tiny_lm, tiny_rm, "", data_dir=str(studio_data_dir), max_steps=2, save_steps=1,
                       print_answers=False)
     cfg.pop("run_dir")
@@ -269,6 +283,44 @@ def test_deepspeed_zero2_on_two_cpu_processes_finishes(engine, studio_data_dir, 
     assert (out / "adapter_model.safetensors").is_file()
     ck = Path(job["run_dir"]) / "checkpoints" / "checkpoint-1"  # DeepSpeed's collective save of both engines
     assert (ck / "studio-state.json").is_file() and (ck / "actor" / "state").is_dir() and (ck / "critic" / "state").is_dir()
+
+
+def test_deepspeed_zero3_on_two_cpu_processes_saves_gathered_weights_and_resumes(engine, studio_data_dir,
+                                                                                  prepared_data_dir, tiny_lm, tiny_rm):
+    """DS-Chat's 13b/66b step 3 runs ZeRO-3: a full-weight actor (its frozen reference in a ZeRO-3 inference engine,
+    generation synced across the ranks) with an EMA copy, and a LoRA critic, on 2 CPU processes. The saved actor is
+    the whole model gathered from both ranks (it loads, and training moved it); a second job resumes from the
+    ZeRO-3 checkpoint and continues the step count."""
+    from transformers import AutoModelForCausalLM
+
+    from app.jobs.launcher import LaunchSpec
+    from tests.test_sft_engine import wait_done
+
+    share_torch_extensions(prepared_data_dir, studio_data_dir)
+    spec = LaunchSpec(launcher="deepspeed", preset="cpu", num_processes=2, zero_stage=3)
+    cfg = tiny_config(tiny_lm, tiny_rm, "", data_dir=str(studio_data_dir), max_steps=3, save_steps=2,
+                      print_answers=False, actor_lora_dim=0, actor_learning_rate=1e-3, enable_ema=True)
+    cfg.pop("run_dir")
+    first = wait_done(engine, engine.submit("rlhf_ppo", cfg, spec), 600)
+    log = engine.read_log_tail(first["id"])
+    assert first["status"] == "succeeded", log[-4000:]
+    assert "actor ZeRO-3, critic ZeRO-3, 2 process(es), generation synced across ranks" in log
+    out = Path(first["run_dir"]) / "output"
+    start = AutoModelForCausalLM.from_pretrained(str(tiny_lm))
+    for folder in (out, out / "actor_ema"):
+        trained = AutoModelForCausalLM.from_pretrained(str(folder))
+        moved = [n for n, p in trained.named_parameters() if not torch.equal(p, start.get_parameter(n))]
+        assert moved and all(p.numel() == start.get_parameter(n).numel() for n, p in trained.named_parameters())
+    assert (out / "critic" / "adapter_model.safetensors").is_file()
+    ck = Path(first["run_dir"]) / "checkpoints" / "checkpoint-2"
+    assert (ck / "actor" / "state").is_dir() and (ck / "critic" / "state").is_dir()
+
+    again = wait_done(engine, engine.submit("rlhf_ppo", {**cfg, "max_steps": 4, "resume_from_checkpoint": str(ck)},
+                                            spec), 600)
+    log = engine.read_log_tail(again["id"])
+    assert again["status"] == "succeeded", log[-4000:]
+    steps = [r["step"] for r in read_jsonl(Path(again["run_dir"]) / "metrics.jsonl") if "reward_mean" in r]
+    assert steps == [3, 4], steps
 
 
 # ------------------------------------------------------------------------------ acceptance: SmolLM2
@@ -318,12 +370,3 @@ def test_ppo_raises_the_reward_of_greedy_answers_on_held_out_prompts(demo_pipeli
     assert ma > mb, (before, after)
 
 
-def test_zero3_is_refused_before_anything_is_queued(engine, studio_data_dir):
-    """The studio asks the backend's own check (kinds' check_launch) at submit: no job, the launcher field named."""
-    from app.jobs import LaunchSpec
-
-    with pytest.raises(FieldError) as e:
-        engine.submit("rlhf_ppo", {"data_dir": str(studio_data_dir)},
-                      LaunchSpec(launcher="deepspeed", preset="cpu", num_processes=1, zero_stage=3))
-    assert e.value.field == "zero_stage" and "ZeRO stage 0, 1 or 2" in e.value.message
-    assert engine.list_jobs() == []

@@ -180,7 +180,6 @@ class Engine:
         elif not isinstance(spec, LaunchSpec):
             spec = LaunchSpec.from_dict(spec)
         spec.validate()
-        kinds.get(kind).check_launch(spec)
         if not isinstance(config, dict):
             raise FieldError("config", "must be a mapping of option -> value")
         try:  # plain JSON types only (Paths -> str, tuples -> lists): the store and config.yaml hold it

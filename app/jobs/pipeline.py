@@ -52,9 +52,7 @@ def validate_steps(steps: list[dict]) -> None:
         try:
             kind = kinds.get(step.get("kind", ""))
             spec = step.get("spec")
-            spec = spec if isinstance(spec, LaunchSpec) else LaunchSpec.from_dict(spec or {})
-            spec.validate()
-            kind.check_launch(spec)
+            (spec if isinstance(spec, LaunchSpec) else LaunchSpec.from_dict(spec or {})).validate()
             config = dict(step.get("config") or {})
             refs = _refs(config)
             for field, k in refs.items():

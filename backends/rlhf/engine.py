@@ -125,7 +125,38 @@ def load_trainable_state(model, state: dict) -> None:
 
 def count_params(model) -> tuple[int, int]:
     ps = list(unwrap(model).parameters())
-    return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+    n = [getattr(p, "ds_numel", p.numel()) for p in ps]  # ZeRO-3 leaves an empty local tensor: ds_numel is the size
+    return sum(n), sum(k for k, p in zip(n, ps) if p.requires_grad)
+
+
+@contextmanager
+def gathered(params):
+    """The full values of ZeRO-3-partitioned parameters inside the block (deepspeed.zero.GatheredParameters; a
+    collective: every rank enters it with the same parameters). Parameters ZeRO-3 does not own pass through."""
+    ps = [p for p in params if hasattr(p, "ds_id")]
+    if not ps:
+        yield
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(ps):
+        yield
+
+
+def gathered_state(model, *, trainable_only: bool) -> dict:
+    """{name: full CPU tensor} of a model's parameters (trainable ones only, or its whole state_dict with the
+    buffers), gathered one parameter at a time under ZeRO-3 as DS-Chat's save_zero_three_model does. A collective
+    under ZeRO-3: call it on every rank."""
+    model = unwrap(model)
+    # a whole state_dict names a tied parameter under each of its names (lm_head.weight = the embeddings)
+    named = list(model.named_parameters(remove_duplicate=trainable_only))
+    out = {} if trainable_only else dict(model.state_dict())
+    for n, p in named:
+        if trainable_only and not p.requires_grad:
+            continue
+        with gathered([p]):
+            out[n] = p.detach().cpu().clone()
+    return out
 
 
 @dataclass
@@ -147,6 +178,9 @@ class RLHFEngine:
     ema: dict | None = None      # EMA of the actor's trainable weights (enable_ema)
     offload_ref: bool = False    # keep the frozen copies on the CPU between uses (GPU only)
     offload_reward: bool = False
+    synced_gpus: bool = False    # ZeRO-3 over several ranks: every rank runs generate's steps (DS-Chat z3_enabled)
+    frozen_engines: list = field(default_factory=list)  # ZeRO-3 inference engines that own ref / reward
+    last_rollout: Any = None     # the last valid sampled sequences, scored again when all answers are too short
     notes: list = field(default_factory=list)
 
     # ------------------------------------------------------------------ the frozen roles
@@ -218,10 +252,10 @@ class RLHFEngine:
 
         if self.ema is None:
             return
-        with torch.no_grad():
-            for n, p in unwrap(self.actor).named_parameters():
-                if n in self.ema:
-                    self.ema[n].mul_(beta).add_(p.detach().to(self.ema[n].dtype).cpu(), alpha=1.0 - beta)
+        params = [(n, p) for n, p in unwrap(self.actor).named_parameters() if n in self.ema]
+        with torch.no_grad(), gathered([p for _, p in params]):  # DS-Chat moving_average gathers under ZeRO-3
+            for n, p in params:
+                self.ema[n].mul_(beta).add_(p.detach().to(self.ema[n].dtype).cpu(), alpha=1.0 - beta)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, folder: Path, main: bool) -> None:
@@ -263,39 +297,47 @@ class RLHFEngine:
             self.ema = torch.load(folder / "actor_ema.pt", map_location="cpu")
 
     # ------------------------------------------------------------------ outputs
-    def save_actor(self, out: Path, *, ema: bool = False) -> None:
-        """The actor (or its EMA weights) as an adapter or a full HF folder + tokenizer (rank 0)."""
-        import torch
-
+    def save_actor(self, out: Path, *, ema: bool = False, main: bool = True) -> None:
+        """The actor (or its EMA weights) as an adapter or a full HF folder + tokenizer. Call it on every rank
+        (ZeRO-3 gathers the weights collectively); rank 0 (`main`) writes."""
         actor = unwrap(self.actor)
-        backup = None
-        if ema and self.ema is not None:
-            params = dict(actor.named_parameters())
-            backup = {n: params[n].detach().clone() for n in self.ema}
-            with torch.no_grad():
-                for n, t in self.ema.items():
-                    params[n].data.copy_(t.to(params[n].device, params[n].dtype))
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            if hasattr(actor, "peft_config"):
-                actor.save_pretrained(str(out), selected_adapters=["default"])
-            else:
-                actor.config.use_cache = True
-                actor.save_pretrained(str(out))
-                actor.config.use_cache = False
-            self.tokenizer.save_pretrained(str(out))
-        finally:
-            if backup is not None:
+        peft = hasattr(actor, "peft_config")
+        state = None
+        if peft or ema or self.zero3(actor):
+            state = gathered_state(actor, trainable_only=peft)
+            if ema and self.ema is not None:  # the EMA weights, under every name a tied parameter has
+                names: dict[int, list[str]] = {}
+                for n, p in actor.named_parameters(remove_duplicate=False):
+                    names.setdefault(id(p), []).append(n)
                 params = dict(actor.named_parameters())
-                with torch.no_grad():
-                    for n, t in backup.items():
-                        params[n].data.copy_(t)
-
-    def save_critic(self, out: Path) -> None:
-        critic = unwrap(self.critic)
+                for n, t in self.ema.items():
+                    for alias in names[id(params[n])]:
+                        state[alias] = t.clone()
+        if not main:
+            return
         out.mkdir(parents=True, exist_ok=True)
-        critic.save_pretrained(str(out))
+        if peft:
+            actor.save_pretrained(str(out), selected_adapters=["default"], state_dict=state)
+        else:
+            actor.config.use_cache = True
+            actor.save_pretrained(str(out), state_dict=state)
+            actor.config.use_cache = False
         self.tokenizer.save_pretrained(str(out))
+
+    def save_critic(self, out: Path, *, main: bool = True) -> None:
+        """The critic (adapter + value head, or the full model) + tokenizer; every rank calls it, `main` writes."""
+        critic = unwrap(self.critic)
+        peft = hasattr(critic, "peft_config")
+        state = gathered_state(critic, trainable_only=peft) if peft or self.zero3(critic) else None
+        if not main:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        critic.save_pretrained(str(out), state_dict=state)
+        self.tokenizer.save_pretrained(str(out))
+
+    @staticmethod
+    def zero3(model) -> bool:
+        return any(hasattr(p, "ds_id") for p in unwrap(model).parameters())
 
 
 # ------------------------------------------------------------------------------------- building
@@ -326,6 +368,20 @@ def ds_config(base_file: str, *, stage: int, micro_batch: int, lr: float, world:
     cfg["optimizer"] = {"type": "AdamW", "params": {"lr": lr, "betas": list(BETAS), "eps": 1e-8,
                                                     "weight_decay": 0.0, **({} if offload else {"torch_adam": True})}}
     cfg.pop("scheduler", None)
+    return cfg
+
+
+def ds_eval_config(base_file: str, *, stage: int, micro_batch: int, world: int, precision: str,
+                   offload: bool) -> dict:
+    """DS-Chat get_eval_ds_config: a frozen model's engine (no optimizer); ZeRO-3 partitions its weights, offload
+    keeps them in CPU memory."""
+    cfg = ds_config(base_file, stage=stage, micro_batch=micro_batch, lr=0.0, world=world, precision=precision)
+    for k in ("optimizer", "scheduler", "gradient_clipping"):
+        cfg.pop(k, None)
+    zero = {"stage": stage, "stage3_param_persistence_threshold": 1e4}
+    if offload:
+        zero["offload_param"] = {"device": "cpu"}
+    cfg["zero_optimization"] = zero
     return cfg
 
 
@@ -401,8 +457,11 @@ def build(cfg: Any, r: Any, *, total_iters: int, log=print) -> RLHFEngine:
         actor.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.critic_gradient_checkpointing:
         critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    offload_ref = cfg.offload_reference_model and device.type != "cpu"
-    offload_reward = cfg.offload_reward_model and device.type != "cpu"
+    z3_actor = bool(r.job.deepspeed) and r.actor_zero_stage == 3
+    z3_critic = bool(r.job.deepspeed) and r.critic_zero_stage == 3
+    # under ZeRO-3 the frozen copies are partitioned by DeepSpeed (and offloaded by it: offload_param)
+    offload_ref = cfg.offload_reference_model and device.type != "cpu" and not z3_actor
+    offload_reward = cfg.offload_reward_model and device.type != "cpu" and not z3_critic
     for m, off in ((ref, offload_ref), (reward, offload_reward)):
         if m is not None and not off:
             m.to(device)
@@ -433,9 +492,22 @@ def build(cfg: Any, r: Any, *, total_iters: int, log=print) -> RLHFEngine:
                 model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=conf,
                 lr_scheduler=lambda opt, n=n: sched(opt, n))
             setattr(eng, name, engine)
+        # DS-Chat rlhf_engine: a frozen copy gets an inference engine with ZeRO-3 when its trained model has it
+        for name, z3, offload in (("ref", z3_actor, cfg.offload_reference_model),
+                                  ("reward", z3_critic, cfg.offload_reward_model)):
+            frozen = getattr(eng, name)
+            if frozen is None or not z3:
+                continue
+            conf = ds_eval_config(r.job.deepspeed, stage=3, micro_batch=cfg.per_device_training_batch_size,
+                                  world=dist.world_size(), precision=cfg.precision, offload=offload)
+            engine, *_ = deepspeed.initialize(model=frozen, config=conf)
+            eng.frozen_engines.append(engine)
+            setattr(eng, name, engine.module)
         eng.deepspeed = True
+        eng.synced_gpus = z3_actor and dist.world_size() > 1
         log(f"DeepSpeed: actor ZeRO-{r.actor_zero_stage}, critic ZeRO-{r.critic_zero_stage}, "
-            f"{dist.world_size()} process(es)")
+            f"{dist.world_size()} process(es)" + (", generation synced across ranks (ZeRO-3)" if eng.synced_gpus
+                                                  else ""))
     else:
         eng.actor_opt = torch.optim.AdamW([p for p in actor.parameters() if p.requires_grad], lr=actor_lr,
                                           betas=BETAS, eps=1e-8, weight_decay=0.0)
@@ -443,5 +515,5 @@ def build(cfg: Any, r: Any, *, total_iters: int, log=print) -> RLHFEngine:
                                            betas=BETAS, eps=1e-8, weight_decay=0.0)
         eng.actor_sched, eng.critic_sched = sched(eng.actor_opt, total_actor), sched(eng.critic_opt, total_iters)
     if cfg.enable_ema:
-        eng.ema = {n: p.detach().cpu().clone() for n, p in unwrap(eng.actor).named_parameters() if p.requires_grad}
+        eng.ema = gathered_state(eng.actor, trainable_only=True)
     return eng

@@ -179,20 +179,24 @@ class PPOArgs(cfglib.JobFields, cfglib.PromptFields):
         -1, "memory", "Actor ZeRO stage", "Actor ZeRO 阶段",
         "ZeRO stage of the actor under DeepSpeed (DS-Chat --actor_zero_stage, 0 there); -1 = the stage of the "
         "launcher's DeepSpeed config.", "DeepSpeed 下 actor 的 ZeRO 阶段（DeepSpeed-Chat 的 --actor_zero_stage，默认 0）；"
-        "-1 = 启动器 DeepSpeed 配置中的阶段。", min=0, max=2, allow=[-1])
+        "-1 = 启动器 DeepSpeed 配置中的阶段。", min=0, max=3, allow=[-1])
     critic_zero_stage: int = _f(
         -1, "memory", "Critic ZeRO stage", "Critic ZeRO 阶段",
         "ZeRO stage of the critic (DS-Chat --critic_zero_stage); -1 = the launcher's DeepSpeed config.",
         "critic 的 ZeRO 阶段（DeepSpeed-Chat 的 --critic_zero_stage）；-1 = 启动器 DeepSpeed 配置中的阶段。",
-        min=0, max=2, allow=[-1])
+        min=0, max=3, allow=[-1])
     offload_reference_model: bool = _f(
         False, "memory", "Offload reference", "卸载参考模型",
-        "Keep a separate reference copy in CPU memory between uses (GPU only; DS-Chat --offload_reference_model).",
-        "独立的参考模型副本在不用时放在 CPU 内存（仅 GPU；DeepSpeed-Chat 的 --offload_reference_model）。")
+        "Keep a separate reference copy in CPU memory between uses (GPU only; under ZeRO-3 DeepSpeed's "
+        "offload_param; DS-Chat --offload_reference_model).",
+        "独立的参考模型副本在不用时放在 CPU 内存（仅 GPU；ZeRO-3 下由 DeepSpeed 的 offload_param 完成；"
+        "DeepSpeed-Chat 的 --offload_reference_model）。")
     offload_reward_model: bool = _f(
         False, "memory", "Offload reward model", "卸载奖励模型",
-        "Keep a separate reward-model copy in CPU memory between uses (GPU only; DS-Chat --offload_reward_model).",
-        "独立的奖励模型副本在不用时放在 CPU 内存（仅 GPU；DeepSpeed-Chat 的 --offload_reward_model）。")
+        "Keep a separate reward-model copy in CPU memory between uses (GPU only; under ZeRO-3 DeepSpeed's "
+        "offload_param; DS-Chat --offload_reward_model).",
+        "独立的奖励模型副本在不用时放在 CPU 内存（仅 GPU；ZeRO-3 下由 DeepSpeed 的 offload_param 完成；"
+        "DeepSpeed-Chat 的 --offload_reward_model）。")
     actor_gradient_checkpointing: bool = _f(
         False, "memory", "Actor gradient checkpointing", "Actor 梯度检查点",
         "Recompute the actor's activations in backward (DS-Chat --actor_gradient_checkpointing).",
@@ -280,11 +284,6 @@ def resolve(cfg: PPOArgs, job: runner.Job | None = None) -> Resolved:
         if not has_cuda():
             raise FieldError("precision", "fp16 needs a CUDA GPU; use fp32 on CPU (bf16 works but is slow)")
     ds_stage = rmlib.zero_stage(job.deepspeed) if job.deepspeed else None
-    if ds_stage is not None:
-        try:
-            check_zero_stage(ds_stage)
-        except FieldError as e:
-            raise FieldError("deepspeed", e.message) from None
     stages = {}
     for name in ("actor_zero_stage", "critic_zero_stage"):
         v = getattr(cfg, name)
@@ -313,14 +312,6 @@ def _offload(ds_file: str) -> bool:
     from backends.rlhf.engine import zero_offload
 
     return zero_offload(ds_file)
-
-
-def check_zero_stage(stage: int) -> None:
-    """This backend trains with ZeRO 0, 1 or 2 (the studio checks a launcher's stage with it before queueing)."""
-    if stage is not None and int(stage) >= 3:
-        raise FieldError("zero_stage", "ZeRO-3 is not supported by this PPO backend yet (generating through "
-                                       "partitioned weights is not written); use ZeRO stage 0, 1 or 2, with the "
-                                       "actor's LoRA (actor_lora_dim) to keep one copy of the base weights per GPU")
 
 
 def validate_config(cfg: PPOArgs | dict) -> None:
@@ -384,7 +375,7 @@ def generate_experience(eng, prompts: list[str], cfg: PPOArgs, *, seed: int) -> 
     with torch.no_grad():
         seq = actor.generate(**enc, max_new_tokens=cfg.max_answer_seq_len, do_sample=True, top_k=0, top_p=1.0,
                              temperature=1.0, use_cache=True, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id)
+                             eos_token_id=tok.eos_token_id, synced_gpus=eng.synced_gpus)
     gen_time = time.time() - t0
     ans = seq[:, P:]
     # an answer: its tokens up to and including the first end-of-sequence (pad may equal eos: mask by position)
@@ -393,17 +384,23 @@ def generate_experience(eng, prompts: list[str], cfg: PPOArgs, *, seed: int) -> 
                                                                                      dtype=torch.long))
     ans_len = first.long()
     keep = ans_len > 1
-    if not bool(keep.any()):
-        return None
-    idx = keep.nonzero().squeeze(1)
-    ans_len = ans_len[idx]
+    reused = not bool(keep.any())
+    if reused:  # DS-Chat: the last valid sequences are scored again (every rank keeps running the same passes)
+        if eng.last_rollout is None:
+            return None
+        kept_prompts, seq, P, ans_len, prompt_mask = eng.last_rollout
+    else:
+        idx = keep.nonzero().squeeze(1)
+        ans_len = ans_len[idx]
+        seq = seq[idx, :P + int(ans_len.max())]
+        prompt_mask = enc["attention_mask"][idx]
+        kept_prompts = [prompts[int(i)] for i in idx]
+        eng.last_rollout = (kept_prompts, seq, P, ans_len, prompt_mask)
     L = int(ans_len.max())
-    seq = seq[idx, :P + L]
-    prompt_mask = enc["attention_mask"][idx]
     ans_mask = (torch.arange(L, device=dev).unsqueeze(0) < ans_len.unsqueeze(1)).long()
     attention_mask = torch.cat([prompt_mask, ans_mask], dim=1)
-    kept_prompts = [prompts[int(i)] for i in idx]
-    answers = tok.batch_decode([seq[j, P:P + int(ans_len[j])] for j in range(len(idx))], skip_special_tokens=True)
+    answers = tok.batch_decode([seq[j, P:P + int(ans_len[j])] for j in range(len(kept_prompts))],
+                               skip_special_tokens=True)
     with torch.no_grad():
         logits = actor(input_ids=seq, attention_mask=attention_mask, use_cache=False).logits
         logprobs = losses.gather_log_probs(logits[:, :-1], seq[:, 1:])
@@ -424,7 +421,7 @@ def generate_experience(eng, prompts: list[str], cfg: PPOArgs, *, seed: int) -> 
     amask[:, :start] = 0
     return {"prompts": kept_prompts, "answers": answers, "input_ids": seq, "attention_mask": attention_mask,
             "logprobs": logprobs, "ref_logprobs": ref_logprobs, "values": values, "rewards": scores.to(dev),
-            "start": start, "gen_time": gen_time, "answer_len": ans_len.float(),
+            "start": start, "gen_time": gen_time, "answer_len": ans_len.float(), "reused": reused,
             "kl": float(losses.approx_kl(logprobs, ref_logprobs, amask))}
 
 
@@ -565,7 +562,6 @@ def run(cfg: PPOArgs | dict, job: runner.Job | None = None) -> dict[str, Any]:
     reward_ema = losses.ExponentialMovingAverage(0.9, state.get("reward_ema"))
     stream = PromptStream(prompts, cfg.seed)
     step = loop.begin(state.get("step", 0))
-    last_exp: list[dict] | None = None
     reward_mean = None
     (Path(job.run_dir)).mkdir(parents=True, exist_ok=True)
     while step < total:
@@ -577,16 +573,14 @@ def run(cfg: PPOArgs | dict, job: runner.Job | None = None) -> dict[str, Any]:
                 k0 = (it * world * G + rank * G + g) * B
                 batch = [stream[k] for k in range(k0, k0 + B)]
                 e = generate_experience(eng, batch, cfg, seed=cfg.seed + 1000003 * (it * world * G + rank * G + g))
-                if e is None:
-                    log(f"Dropping too short generated answers: step={it}, rank={rank}: every answer was < 2 tokens")
-                    continue
+                if e is None:  # the very first rollout, with nothing to fall back on
+                    raise RuntimeError(f"all generated answers are too short at iteration {it} (rank {rank}): "
+                                       "every answer was < 2 tokens")
+                if e["reused"]:
+                    log(f"Dropping too short generated answers: step={it}, rank={rank}: every answer was < 2 "
+                        "tokens; the last valid answers are scored again")
                 gen_time += e["gen_time"]
                 exps.append(e)
-            if not exps:  # DS-Chat reuses the last valid experience
-                if last_exp is None:
-                    raise RuntimeError(f"all generated answers are too short at iteration {it} (rank {rank})")
-                exps = last_exp
-            last_exp = exps
             t_train = time.time()
             mbs = [mb for e in exps for mb in minibatches(e, cfg.per_device_training_batch_size)]
             rng = random.Random(cfg.seed + it)
@@ -644,12 +638,11 @@ def run(cfg: PPOArgs | dict, job: runner.Job | None = None) -> dict[str, Any]:
     loop.finishing()
     status = "stopped" if loop.stopping else "completed"
     out = Path(job.output_dir)
+    eng.save_actor(out, main=loop.main)  # every rank: ZeRO-3 gathers the weights collectively
+    eng.save_critic(out / "critic", main=loop.main)
+    if cfg.enable_ema:
+        eng.save_actor(out / "actor_ema", ema=True, main=loop.main)
     if loop.main:
-        out.mkdir(parents=True, exist_ok=True)
-        eng.save_actor(out)
-        eng.save_critic(out / "critic")
-        if cfg.enable_ema:
-            eng.save_actor(out / "actor_ema", ema=True)
         lora = cfg.actor_lora_dim > 0
         base_ref = r.actor_info.get("base_model_ref") if r.actor_adapter else cfg.model_name_or_path
         common = {"recipe": cfg.recipe, "template": cfg.template, "reward_model": r.reward_model,
