@@ -568,8 +568,11 @@ def load_image(path: Path, resolution: int, center_crop: bool, g):
     return arr.permute(2, 0, 1)
 
 
-def generate_data(m: Models, prompts: list[str], cfg: SDDistillArgs, out: Path, log) -> list[tuple[Path, str]]:
-    """Render the prompt list with the base pipeline (adapters off, CFG) into `out`; reuse a complete earlier set."""
+def generate_data(m: Models, prompts: list[str], cfg: SDDistillArgs, out: Path, log,
+                  accelerator=None) -> list[tuple[Path, str]]:
+    """Render the prompt list with the base pipeline (adapters off, CFG) into `out`; reuse a complete earlier set.
+    With several processes each renders its share (image k on process k mod N) and the main one writes the
+    metadata once all are done."""
     import torch
 
     meta = out / "metadata.jsonl"
@@ -581,6 +584,8 @@ def generate_data(m: Models, prompts: list[str], cfg: SDDistillArgs, out: Path, 
                 (out / f).is_file() for f, _, _ in want):
             log(f"data: reusing {len(want)} generated images in {out}")
             return [(out / f, p) for f, p, _ in want]
+    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
+    mine = want[rank::world]
     out.mkdir(parents=True, exist_ok=True)
     from diffusers import DPMSolverMultistepScheduler
 
@@ -591,20 +596,26 @@ def generate_data(m: Models, prompts: list[str], cfg: SDDistillArgs, out: Path, 
     if m.teacher is not None:
         pipe.unet = m.teacher
     try:
-        for n, (f, p, seed) in enumerate(want, 1):
+        for n, (f, p, seed) in enumerate(mine, 1):
             g = torch.Generator("cpu").manual_seed(seed)
             img = pipe(p, num_inference_steps=cfg.generate_steps, guidance_scale=cfg.guidance_scale,
                        height=cfg.resolution, width=cfg.resolution, generator=g).images[0]
             img.save(out / f)
-            if n == 1 or n % 10 == 0 or n == len(want):
-                log(f"data: generated {n}/{len(want)} images ({time.time() - t0:.0f}s)")
+            if n == 1 or n % 10 == 0 or n == len(mine):
+                log(f"data: generated {n}/{len(mine)} images ({time.time() - t0:.0f}s"
+                    + (f"; the other {world - 1} process(es) render the rest)" if world > 1 else ")"))
     finally:
         if m.teacher is None:
             m.raw.enable_adapters()
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps({"file_name": f, "text": p}, ensure_ascii=False) + "\n" for f, p, _ in want),
-                   encoding="utf-8")
-    tmp.replace(meta)
+    if accelerator:
+        accelerator.wait_for_everyone()
+    if rank == 0:
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps({"file_name": f, "text": p}, ensure_ascii=False) + "\n"
+                               for f, p, _ in want), encoding="utf-8")
+        tmp.replace(meta)
+    if accelerator:
+        accelerator.wait_for_everyone()
     return [(out / f, p) for f, p, _ in want]
 
 
@@ -746,9 +757,10 @@ def run(cfg: SDDistillArgs, job: runner.Job) -> dict[str, Any]:
     if cfg.data_source == "folder":
         rows = r.rows
     elif cfg.data_source == "generate":
-        rows = generate_data(m, r.prompts, cfg, job.run_dir / "generated", log)
+        rows = generate_data(m, r.prompts, cfg, job.run_dir / "generated", log, accelerator)
     else:
-        rows = diffusiondb_rows(cfg, job.data_dir, job.run_dir / "diffusiondb", log)
+        with accelerator.main_process_first():  # one download and one set of PNGs; the others reuse them
+            rows = diffusiondb_rows(cfg, job.data_dir, job.run_dir / "diffusiondb", log)
     world = accelerator.num_processes
     steps_per_epoch = max(1, math.ceil(len(rows) / per_step))
     total = cfg.max_train_steps or cfg.num_train_epochs * steps_per_epoch

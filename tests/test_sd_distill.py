@@ -41,7 +41,9 @@ def _losses(run_dir: Path) -> list[tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def lora_job(prepared_data_dir, tmp_path_factory):
-    """One short LoRA distillation job through the job engine, as the SD tab submits it (default launcher)."""
+    """One short LoRA distillation job through the job engine, as the SD tab submits it, with the tab's accelerate
+    CPU preset at 2 processes (data parallel over gloo: each renders half of the generated set and trains on its
+    own half of every step's batch)."""
     from app import kinds
     from app.jobs import Engine
     from app.jobs.launcher import LaunchSpec
@@ -51,7 +53,7 @@ def lora_job(prepared_data_dir, tmp_path_factory):
     eng = Engine(dd, grace_seconds=60)
     try:
         job_id = eng.submit("sd_distill", {**LORA_CFG, "data_dir": str(dd)},
-                            LaunchSpec.from_dict(kinds.get("sd_distill").launch))
+                            LaunchSpec.from_dict({**kinds.get("sd_distill").launch, "num_processes": 2}))
         job = wait_for(lambda: (j := eng.get(job_id))["status"] not in ("queued", "running") and j, 900,
                        interval=1.0, what="the sd_distill job to end")
         yield SimpleNamespace(job=job, run_dir=Path(job["run_dir"]), out=Path(job["run_dir"]) / "output",
@@ -95,6 +97,9 @@ def test_lora_job_finishes_with_falling_loss_samples_and_the_output_contract(lor
     meta = [json.loads(x) for x in (gen / "metadata.jsonl").read_text().splitlines()]
     assert len(meta) == 10 and all((gen / m["file_name"]).is_file() for m in meta)  # the sample prompt set
     assert meta[0]["text"] == "A boy is watching TV"
+    # two processes: each rendered its share of the set, the step's batch is 2 per process
+    assert "data: generated 5/5 images" in lora_job.log and "the other 1 process(es) render the rest" in lora_job.log
+    assert "4 per step" in lora_job.log
     for step in (30, 60):  # validation images for the tab's gallery
         assert sorted(p.name for p in (run / "samples").glob(f"step-{step}-*.png")) == \
             [f"step-{step}-0.png", f"step-{step}-1.png"]
