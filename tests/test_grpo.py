@@ -172,7 +172,8 @@ def test_grpo_raises_the_reward_of_greedy_held_out_answers(demo_adapter, demo_sf
         print(f"grpo demo: {took:.0f}s, held-out greedy reward {m['first_eval_reward_mean']:.3f} -> "
               f"{m['eval_reward_mean']:.3f}, sampled reward per step {rewards}, kl {kls}")
         assert kls and all(isinstance(k, float) and math.isfinite(k) for k in kls)
-        assert m["eval_reward_mean"] > m["first_eval_reward_mean"]
+        # measured 0.79 -> 1.54 (the recipe's comment): a clear gain, not noise
+        assert m["eval_reward_mean"] > m["first_eval_reward_mean"] + 0.25
     finally:
         shutil.rmtree(prepared_data_dir / run, ignore_errors=True)
 
