@@ -242,8 +242,9 @@ def check_pipeline_dir(path: str, shown: str, *, field: str = "pretrained_model_
         if modeling.is_hub_id(path):
             return
         if shown.startswith("bundled:"):
+            only = " --only shapes" if shown.strip() == "bundled:tiny-sd-shapes" else ""
             raise FieldError(field, f"the bundled pipeline is not prepared yet ({path}); prepare it in the "
-                                    "Environment tab or with `python -m backends.bundled prepare`")
+                                    f"Environment tab or with `python -m backends.bundled prepare{only}`")
         raise FieldError(field, f"folder not found: {shown}")
     if not (p / "model_index.json").is_file() or not (p / "unet" / "config.json").is_file():
         raise FieldError(field, f"{shown} is not a diffusers Stable Diffusion pipeline folder (no model_index.json "
