@@ -34,6 +34,6 @@ def make_lora_result(base: Path, run_dir: Path, *, mode: str = "lora", seed: int
     info = {"kind": "sd_distill", "status": "completed", "mode": mode, "base_model": str(base),
             "lora_file": LORA_FILE, "guidance_scale": 7.5, "resolution": resolution}
     if mode == "lcm_lora":
-        info.update(scheduler="LCMScheduler", steps=4)
+        info.update(scheduler="LCMScheduler", num_inference_steps=4, steps=300)  # as the backend writes: 300 trained
     (out / "studio.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return out

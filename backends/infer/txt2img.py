@@ -177,7 +177,7 @@ class Distilled:
     pipeline: str         # the pipeline folder/hub id to load: the base for a LoRA, the student for full
     lora_dir: str = ""
     lora_file: str = ""
-    steps: int | None = None      # lcm_lora: the job's step count
+    steps: int | None = None      # lcm_lora: the sampling steps the job names (studio.json num_inference_steps)
     sampler: str | None = None    # lcm_lora: "LCM"
     resolution: int | None = None
     info: dict = field(default_factory=dict)
@@ -228,7 +228,8 @@ def resolve_distilled(value: str, data_dir=None, *, field: str = "finetuned_mode
     base = resolve_pipeline(base_ref, data_dir, field=field)
     lcm = mode == "lcm_lora"
     return Distilled(mode=mode, pipeline=base, lora_dir=str(out), lora_file=_lora_file(out, info, field),
-                     steps=int(info.get("steps") or 4) if lcm else None, sampler="LCM" if lcm else None, **common)
+                     steps=int(info.get("num_inference_steps") or 4) if lcm else None,  # "steps": its training
+                     sampler="LCM" if lcm else None, **common)
 
 
 class PipelineCache:
