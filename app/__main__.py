@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         elif not _shapes_ready(data_dir):  # offered, not forced: the Environment tab has its button
             from backends.bundled import prepare_command
 
-            print("[studio] optional: teach the tiny SD pipeline to draw coloured shapes (tens of minutes, once) with the "
+            print("[studio] optional: teach the tiny SD pipeline to draw coloured shapes (about 12 min, once) with the "
                   "Environment tab's button or: " + prepare_command(data_dir, "shapes"), flush=True)
     environment.warm_up(ctx)
     demo = ui.build(ctx)

