@@ -108,7 +108,7 @@ def disable_dropout(model) -> None:
 
 
 def trainable_state(model) -> dict:
-    return {n: p.detach().cpu().clone() for n, p in unwrap(model).named_parameters() if p.requires_grad}
+    return gathered_state(model, trainable_only=True)
 
 
 def load_trainable_state(model, state: dict) -> None:
