@@ -1,7 +1,7 @@
 """The SD CPU demo on the shapes model: does distillation keep what a person sees, and does LCM-LoRA learn?
 
-    python benchmarks/shapes_distill.py [--data-dir DIR] [--lora-steps 200] [--lcm-steps 300] [--seeds 2]
-                                        [--threads 1]
+    python benchmarks/shapes_distill.py [--data-dir DIR] [--lora-steps 200] [--lcm-steps 300] [--lcm-lr 1e-3]
+                                        [--seeds 2] [--threads 1]
 
 1. Prepares `bundled:tiny-sd-shapes` in the data dir if it is not there (the one-time training of
    backends/bundled/tiny_sd_shapes.py; default data dir: the test data dir, as benchmarks/shapes_model.py).
