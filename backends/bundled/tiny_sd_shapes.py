@@ -14,7 +14,7 @@ must cover the most pixels once the background is left out; the random tiny SD s
 red): the default steps build in about 12 min on 2 idle cores (VAE 1.2, UNet 11) and score **6/12**, with every
 background right and the shapes drawn as blobs of one colour; the misses are held-out colour/shape pairs drawn in
 a neighbouring colour (orange for green or red, blue for green). What made it learn, in that test and in the loss
-of the right vs a wrong caption: epsilon-prediction on this linear noise schedule (the first version) scored 2/12
+of the right vs a wrong caption: epsilon-prediction on this linear noise schedule (the first version) got 1 of 6
 after 800 steps and the caption made no difference to the loss after 300 steps (the colours are decided at high
 noise, where an epsilon target says almost nothing about the picture); v-prediction made the pictures depend on
 the caption; training the random text encoder with the UNet brought the backgrounds and most colours. Adding
