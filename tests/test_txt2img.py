@@ -184,7 +184,10 @@ def test_image_ab_panel_renders_a_pair_and_reads_png_info(start_studio, studio_d
     assert "6 UNet passes" in page.locator("#img-took-a").inner_text()  # CFG: 2 per step
     assert "3 UNet passes" in page.locator("#img-took-b").inner_text()  # distilled: 1 per step
     for pane in ("#img-a", "#img-b"):
-        assert page.locator(f"{pane} img").first.evaluate("i => i.complete && i.naturalWidth") == 64
+        # the text lands before the browser has fetched and decoded the PNG: wait for the pixels
+        page.wait_for_function("p => { const i = document.querySelector(p + ' img');"
+                               " return i && i.complete && i.naturalWidth > 0; }", arg=pane, timeout=30_000)
+        assert page.locator(f"{pane} img").first.evaluate("i => i.naturalWidth") == 64
     assert " s · " in page.locator("#img-took-a").inner_text()
     saved = sorted((studio_data_dir / "compare" / "images").glob("*.png"))
     assert [p.name.rsplit("-", 1)[1] for p in saved] == ["base.png", "distilled.png"]
