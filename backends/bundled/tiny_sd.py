@@ -38,14 +38,14 @@ def _bytes_to_unicode() -> list[str]:
     return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
 
 
-def build_tokenizer():
-    """A minimal CLIP byte-level BPE tokenizer: every byte, every byte ending a word, a few merges."""
+def build_tokenizer(words=MERGE_WORDS, max_length: int = 77):
+    """A minimal CLIP byte-level BPE tokenizer: every byte, every byte ending a word, merges that make `words` whole."""
     from transformers import CLIPTokenizer
 
     symbols = _bytes_to_unicode()
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     merges: list[tuple[str, str]] = []
-    for word in MERGE_WORDS:  # merge each word left to right: r+e, re+d</w>
+    for word in words:  # merge each word left to right: r+e, re+d</w>
         parts = [*word[:-1], word[-1] + "</w>"]
         while len(parts) > 1:
             pair = (parts[0], parts[1])
@@ -55,16 +55,17 @@ def build_tokenizer():
             parts = ["".join(pair), *parts[2:]]
     for special in ("<|startoftext|>", "<|endoftext|>"):
         vocab[special] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=max_length)
 
 
-def build_pipeline(seed: int = SEED):
-    """The tiny StableDiffusionPipeline with seeded random weights (same seed → same weights)."""
+def build_pipeline(seed: int = SEED, words=MERGE_WORDS, max_length: int = 77):
+    """The tiny StableDiffusionPipeline with seeded random weights (same seed → same weights); `words` and
+    `max_length` are its tokenizer's (build_tokenizer)."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(words, max_length)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
