@@ -1,6 +1,10 @@
 """Builds the page: A1111 layout, tabs across the top, one module per tab in app/tabs/."""
 from __future__ import annotations
 
+import copy
+import threading
+from collections import defaultdict
+
 import gradio as gr
 
 from app.context import StudioContext
@@ -34,7 +38,7 @@ CSS = """
 #   them. Svelte sets a textarea's value through the property setter, so wrapping the setter catches every
 #   update without a timer; the user's scroll position is read from scroll events.
 # - a running job's "elapsed" ticks every second from the value the server last sent (the server polls every
-#   POLL_SECONDS); it never goes back.
+#   POLL_SECONDS); it never goes back, also when a late poll answer replaces it with an older value.
 LOG_BOXES = ".studio-log textarea, #env-prepare-log textarea"
 STUDIO_JS = """() => {
   if (window.__studioJs) return;
@@ -63,16 +67,25 @@ STUDIO_JS = """() => {
     return h ? `${h}h${p(m)}m` : (m ? `${m}m${p(r)}s` : `${r}s`);
   };
   const seen = new WeakMap(), shown = new Map();
-  setInterval(() => {
-    for (const el of document.querySelectorAll('.studio-elapsed[data-live="1"]')) {
-      if (!seen.has(el)) seen.set(el, [parseFloat(el.dataset.elapsed) || 0, performance.now()]);
-      const [base, t0] = seen.get(el);
-      const v = Math.max(base + (performance.now() - t0) / 1000, shown.get(el.dataset.job) || 0);
-      shown.set(el.dataset.job, v);
-      const text = fmt(v);
-      if (el.textContent !== text) el.textContent = text;
+  const tick = (el) => {
+    if (!seen.has(el)) seen.set(el, [parseFloat(el.dataset.elapsed) || 0, performance.now()]);
+    const [base, t0] = seen.get(el);
+    const v = Math.max(base + (performance.now() - t0) / 1000, shown.get(el.dataset.job) || 0);
+    shown.set(el.dataset.job, v);
+    const text = fmt(v);
+    if (el.textContent !== text) el.textContent = text;
+  };
+  const LIVE = '.studio-elapsed[data-live="1"]';
+  setInterval(() => document.querySelectorAll(LIVE).forEach(tick), 1000);
+  // a poll's answer computed before the page's clock last ticked replaces the element with a smaller value:
+  // correct it before it is painted (observer callbacks run before the next frame)
+  new MutationObserver((records) => {
+    for (const r of records) for (const n of r.addedNodes) {
+      if (n.nodeType !== 1) continue;
+      if (n.matches(LIVE)) tick(n);
+      n.querySelectorAll(LIVE).forEach(tick);
     }
-  }, 1000);
+  }).observe(document.body, {childList: true, subtree: true});
 }""" % LOG_BOXES
 
 # After Environment, in this order; Jobs comes after every training tab (it can load their forms).
@@ -165,9 +178,60 @@ def wire_polling(tab_objs: dict, followers: dict, env_tab) -> None:
             tab.select(fn, inputs=inputs, outputs=outputs, api_name=False, show_progress="hidden")
 
 
+class StudioBlocks(gr.Blocks):
+    """The page, sent in the saved language.
+
+    Gradio builds the page once and sends its config (every component's label, value, choices ...) with "/" and
+    "/config". A page built in English and relabelled into Chinese by a load event took ~50 s to open on 2 cores
+    (one event writing to every label, ~1000 components); so the config itself is sent in the saved language:
+    `config` is the built one for the language the page was built in and, for the other, a copy whose registered
+    i18n props are rendered the way Gradio renders a gr.update() (a new component from the constructor arguments).
+    Built on first use, once per language."""
+
+    def __init__(self, *args, ctx: StudioContext, **kwargs):
+        self._studio_ctx, self._built_lang, self._localized, self._lock = ctx, ctx.lang, {}, threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    @property
+    def config(self):
+        built = self.__dict__.get("_built_config")
+        lang = self._studio_ctx.lang
+        if built is None or lang == self._built_lang:
+            return built
+        with self._lock:
+            if lang not in self._localized:
+                self._localized[lang] = localized_config(built, self._studio_ctx.i18n, lang)
+            return self._localized[lang]
+
+    @config.setter
+    def config(self, value):
+        self.__dict__["_built_config"] = value
+        self._localized = {}
+
+
+def localized_config(config: dict, entries: list, lang: str) -> dict:
+    """A copy of a Blocks config with each i18n entry's prop rendered in `lang`."""
+    out = copy.deepcopy(config)
+    by_id = {c["id"]: c for c in out["components"]}
+    attrs: dict[int, dict] = defaultdict(dict)
+    comps = {}
+    for e in entries:
+        comps[e.component._id] = e.component
+        attrs[e.component._id][e.attr] = e.render(lang)
+    for _id, changes in attrs.items():
+        comp, target = comps[_id], by_id.get(_id)
+        if target is None:
+            continue
+        new = comp.__class__(**{**comp.constructor_args, **changes, "render": False})
+        props = new.get_config()
+        for attr in changes:
+            target["props"][attr] = props.get(attr)
+    return out
+
+
 def build(ctx: StudioContext) -> gr.Blocks:
     lang = ctx.lang
-    with gr.Blocks(title="Finetune Studio", analytics_enabled=False) as demo:
+    with StudioBlocks(title="Finetune Studio", analytics_enabled=False, ctx=ctx) as demo:
         with gr.Row(elem_id="studio-header"):
             with gr.Column(scale=4):
                 ctx.tr(gr.Markdown(f"# {t('title', lang)}"), "title", attr="value", fmt="# {}")
@@ -206,35 +270,28 @@ def build(ctx: StudioContext) -> gr.Blocks:
                         ctx.tr(gr.Markdown(t("coming", lang)), "coming", attr="value")
             wire_polling(tab_objs, followers, env_tab)
 
-        entries = list(ctx.i18n)
-
         def switch_language(new_lang: str):
             if new_lang not in LANGUAGES:
                 raise gr.Error(f"language: unknown {new_lang!r}; choose one of {', '.join(LANGUAGES)}")
             ctx.settings.set("language", new_lang)
-            return [gr.update(**{e.attr: e.render(new_lang)}) for e in entries]
 
-        # .input, not .change: the page-load relabel sets the dropdown's value, which must not switch again
-        lang_dd.input(switch_language, inputs=lang_dd, outputs=[e.component for e in entries],
-                      api_name="set_language")
+        # .input, not .change: only the user's choice switches. The page then reloads: it arrives in the new
+        # language (StudioBlocks) in a few seconds, where relabelling ~1000 components in place took ~14 s and left
+        # every later poll of the page revisiting them all.
+        lang_dd.input(switch_language, inputs=lang_dd, api_name="set_language").success(
+            None, js="() => { window.location.reload(); }", api_name=False)
         # what depends on a tab's own state: its recipe's description, its choices, the job or pipeline it shows
         relabellers = [c["relabel"] for c in [*trained.values(), followers.get("pipeline") or {}] if "relabel" in c]
-        for fn, inputs, outputs in relabellers:
-            lang_dd.input(fn, inputs=[lang_dd, *inputs], outputs=outputs, api_name=False, show_progress="hidden")
-        # Another browser may have switched the language since the page was built. The relabelling event runs
-        # only then: the Gradio 6 frontend revisits every component an event has ever output to on each later
-        # event's status change, so a load event writing to every label made each poll of the page cost
-        # ~0.2 core of browser CPU. language_unchanged() ends the chain before it (an error nobody sees).
+        # The page arrives in the saved language (StudioBlocks); what depends on a tab's state is rendered by the
+        # relabellers, run on load only when that is not the language the page was built in (an error nobody sees
+        # ends the chain otherwise: the Gradio 6 frontend revisits every component an event has ever output to
+        # on each later event's status change, so load events keep their outputs few).
         def language_unchanged():
             if ctx.lang == lang:  # the page was built in this language
                 raise gr.Error("language unchanged", visible=False, print_exception=False)
 
-        def relabel_on_load():
-            return [gr.update(**{e.attr: e.render(ctx.lang)}) for e in entries]
-
-        relabelled = demo.load(language_unchanged, api_name=False, show_progress="hidden").success(
-            relabel_on_load, outputs=[e.component for e in entries], api_name=False, show_progress="hidden")
-        for fn, inputs, outputs in relabellers:  # then what depends on a tab's state (lang_dd holds ctx.lang)
+        relabelled = demo.load(language_unchanged, api_name=False, show_progress="hidden")
+        for fn, inputs, outputs in relabellers:  # lang_dd holds ctx.lang
             relabelled.success(fn, inputs=[lang_dd, *inputs], outputs=outputs, api_name=False, show_progress="hidden")
         demo.load(env_load, outputs=env_outputs, api_name=False)
         demo.load(None, js=STUDIO_JS, api_name=False)

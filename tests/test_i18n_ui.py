@@ -45,10 +45,11 @@ def open_page(page, studio, language: str = "English"):
     page.goto(studio.url)
     box = page.locator("#language input")
     box.wait_for(timeout=30_000)
-    page.wait_for_timeout(500)  # the page-load relabel sets the dropdown to the saved language
-    if box.input_value() != language:
+    if box.input_value() != language:  # the page arrives in the saved language
         box.click()
-        page.get_by_role("option", name=language, exact=True).click()
+        with page.expect_navigation(timeout=30_000):  # a switch reloads the page in the new language
+            page.get_by_role("option", name=language, exact=True).click()
+        page.locator("#language input").wait_for(timeout=30_000)
         page.wait_for_function(f"() => document.querySelector('#language input').value === {json.dumps(language)}")
 
 
