@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             ctx.preparer.start()
         elif not _shapes_ready(data_dir):  # offered, not forced: the Environment tab has its button
             from backends.bundled import prepare_command
+            from backends.bundled.tiny_sd_shapes import BUILD_MINUTES
 
-            print("[studio] optional: teach the tiny SD pipeline to draw coloured shapes (about 12 min, once) with the "
+            print("[studio] optional: teach the tiny SD pipeline to draw coloured shapes (about "
+                  f"{BUILD_MINUTES} min, once) with the "
                   "Environment tab's button or: " + prepare_command(data_dir, "shapes"), flush=True)
     environment.warm_up(ctx)
     demo = ui.build(ctx)

@@ -81,6 +81,14 @@ def test_shapes_model_is_optional_and_builds_staged_with_progress(tmp_path):
                          finetuned="", data_dir=tmp_path)
     assert r.image.size == (64, 64) and r.unet_passes == 4 and "Model: tiny-sd-shapes" in r.infotext
     sd.validate_config(demo)  # and after
+    # a folder of an older shapes recipe (its colours came out wrong) still loads, but is offered for a rebuild
+    marker["source"].pop("recipe")
+    (path / MARKER).write_text(json.dumps(marker))
+    st = tiny_sd_shapes.tiny_sd_shapes_status(tmp_path)
+    assert not st["ready"] and "older shapes recipe" in st["detail"], st
+    lines.clear()
+    tiny_sd_shapes.ensure_tiny_sd_shapes(tmp_path, log=lines.append, vae_steps=2, unet_steps=2, pool=16, batch=2)
+    assert any("shapes UNet step 2/2" in x for x in lines) and tiny_sd_shapes.tiny_sd_shapes_status(tmp_path)["ready"]
 
 
 def test_the_shapes_prompt_list_is_the_training_captions():

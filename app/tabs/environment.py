@@ -8,6 +8,7 @@ import gradio as gr
 from app import envcheck, estimator
 from app.context import StudioContext
 from app.i18n import t
+from backends.bundled.tiny_sd_shapes import BUILD_MINUTES
 from backends.common.errors import FieldError
 
 _report_cache: dict = {}
@@ -54,8 +55,9 @@ def build(ctx: StudioContext):
             bundled_md = gr.Markdown(elem_id="env-bundled-md")
             prepare_btn = ctx.tr(gr.Button(t("env.prepare", lang), elem_id="env-prepare", variant="primary"),
                                  "env.prepare")
-            shapes_btn = ctx.tr(gr.Button(t("env.prepare_shapes", lang), elem_id="env-prepare-shapes", size="sm"),
-                                "env.prepare_shapes")
+            shapes_label = lambda lang_: t("env.prepare_shapes", lang_).format(BUILD_MINUTES)  # noqa: E731
+            shapes_btn = ctx.tr_fn(gr.Button(shapes_label(lang), elem_id="env-prepare-shapes", size="sm"),
+                                   shapes_label)
             prepare_log = ctx.tr(gr.Textbox(label=t("env.prepare_log", lang), lines=8, max_lines=8,
                                             autoscroll=True, interactive=False, elem_id="env-prepare-log"),
                                  "env.prepare_log")

