@@ -92,6 +92,7 @@ def test_a_failing_step_2_is_named_with_its_column_and_resume_runs_steps_2_and_3
         _fill(page, f"pipe-{role}-max_steps", "2")
     page.locator("#pipe-run").click()
     page.locator("#pipe-error").get_by_text("step 2: rejected_column").wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)  # the message stays (the follow after a refused Run cleared it)
     assert "no column 'rejected'" in page.locator("#pipe-error").inner_text()
     assert not JobStore(studio_data_dir / "jobs.sqlite").list()  # nothing queued
 

@@ -355,8 +355,14 @@ def build(ctx: StudioContext) -> dict:
                              *key_inputs, *other_inputs], api_name=False)
     algorithm.input(algorithm_changed, inputs=[recipe_dd, algorithm], outputs=[*keys["rlhf"], others["rlhf"]],
                     api_name=False)
+    def follow_run(pid, error, request: gr.Request):
+        """After Run: follow the queued pipeline; after a refused Run, keep its message (a poll would clear it)."""
+        if error:
+            return [gr.skip()] * len(poll_outputs)
+        return follow(pid, request)
+
     run_btn.click(run, inputs=all_inputs, outputs=[pid_state, error_box], api_name="pipeline_run").then(
-        follow, inputs=pid_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
+        follow_run, inputs=[pid_state, error_box], outputs=poll_outputs, api_name=False, show_progress="hidden")
     stop_btn.click(stop, inputs=pid_state, api_name="pipeline_stop").then(
         follow, inputs=pid_state, outputs=poll_outputs, api_name=False, show_progress="hidden")
     resume_btn.click(resume, inputs=pid_state, outputs=pid_state, api_name="pipeline_resume").then(
