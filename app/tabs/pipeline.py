@@ -355,6 +355,7 @@ def build(ctx: StudioContext) -> dict:
                              *key_inputs, *other_inputs], api_name=False)
     algorithm.input(algorithm_changed, inputs=[recipe_dd, algorithm], outputs=[*keys["rlhf"], others["rlhf"]],
                     api_name=False)
+
     def follow_run(pid, error, request: gr.Request):
         """After Run: follow the queued pipeline; after a refused Run, keep its message (a poll would clear it)."""
         if error:
