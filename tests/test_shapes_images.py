@@ -76,6 +76,8 @@ def test_shapes_model_is_optional_and_builds_staged_with_progress(tmp_path):
     assert not list(path.parent.glob(".tiny-sd-shapes.partial-*"))
     marker = json.loads((path / MARKER).read_text())
     assert marker["source"]["unet_steps"] == 3 and "unet_loss" in marker["losses"]
+    from diffusers import DDIMScheduler  # SD's scheduler config: DDIM made from it leaves the latents unclipped
+    assert DDIMScheduler.from_pretrained(path, subfolder="scheduler").config.clip_sample is False
     # a normal pipeline folder: the image A/B side loads it as `bundled:tiny-sd-shapes`
     r = ti.generate_side("base", ti.ImageSettings(prompt="a red circle", steps=2), base_model="bundled:tiny-sd-shapes",
                          finetuned="", data_dir=tmp_path)
@@ -100,7 +102,7 @@ def test_the_shapes_prompt_list_is_the_training_captions():
 def test_held_out_caption_draws_its_colour(prepared_data_dir):
     """The trained model (prepared by benchmarks/shapes_model.py or the Environment tab) draws held-out captions."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline
 
     from backends.bundled import tiny_sd_shapes
 
@@ -111,10 +113,13 @@ def test_held_out_caption_draws_its_colour(prepared_data_dir):
     pipe.set_progress_bar_config(disable=True)
     text = "a blue square on yellow"
     assert text in si.HELD_OUT
-    img = pipe(text, num_inference_steps=20, guidance_scale=7.5, generator=torch.Generator().manual_seed(0)).images[0]
-    share = si.colour_share(img, exclude=("yellow",))
-    assert max(share, key=share.get) == "blue", share
-    assert np.asarray(img).std() > 10  # a picture, not a flat field
+    for sampler in (DPMSolverMultistepScheduler, DDIMScheduler):  # DDIM: the latents are not clipped to [-1, 1]
+        pipe.scheduler = sampler.from_config(pipe.scheduler.config)
+        img = pipe(text, num_inference_steps=20, guidance_scale=7.5,
+                   generator=torch.Generator().manual_seed(0)).images[0]
+        share = si.colour_share(img, exclude=("yellow",))
+        assert max(share, key=share.get) == "blue", (sampler.__name__, share)
+        assert np.asarray(img).std() > 10  # a picture, not a flat field
 
 
 def test_environment_offers_the_shapes_model_without_forcing_it(tmp_path):

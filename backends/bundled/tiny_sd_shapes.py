@@ -13,7 +13,7 @@ Measured (the 6 held-out captions × 2 seeds, CFG 7.5, 20 DPM++ 2M steps, as ben
 them; the named colour must cover the most pixels once the background is left out; the random tiny SD scores 4/12
 by always drawing red): the default steps (whole-word caption tokens, a 16-token context, UNet 800 steps) build in
 20 min (1182 s) on 2 idle cores where a UNet step takes 1.1 s, about half that on a machine twice as fast, and score
-**9/12** (DDIM at 25 steps: 1/12, not understood), with every background right and the shapes drawn as blobs of one
+**9/12** (DDIM at 25 steps: 1/12, explained below), with every background right and the shapes drawn as blobs of one
 colour. The first whole-caption version (byte-level tokens, CLIP's 77-token context, 1100 UNet steps) scored 6/12
 once and 0/12 when rebuilt on the slower machine; the misses are held-out colour/shape pairs drawn in
 a neighbouring colour (orange for green or red, blue for green). What made it learn, in that test and in the loss
@@ -28,6 +28,12 @@ Second version (whole-word tokens for every caption word and a 16-token context,
 DPM++ 2M at CFG 7.5 (8/12 at CFG 4) where the first build of the 1100-step version scored 0/12 on another machine
 (its 6/12 did not reproduce); DDIM 25 steps still scores 1/12. Built in 1182 s on a 2-core machine where a UNet
 step takes 1.1 s (about twice the machine the 12 min was measured on).
+
+Third version (recipe 3, the same weights): the scheduler config says `clip_sample: false`, as SD's configs do.
+DDIM's low score was diffusers' DDIMScheduler clipping the predicted x0 to [-1, 1] (its default, made for pixels)
+on latents of unit standard deviation, which cuts the colours: on one build, DDIM 2/12 with clipping and 11/12
+without, the same as Euler and PLMS, DPM++ 2M 12/12. That build took 373 s on 2 idle cores where a UNet step takes
+0.41 s.
 
 Progress lines go to `log` (the Environment tab's prepare log).
 The result is a normal diffusers pipeline folder `<data-dir>/models/tiny-sd-shapes` with the marker file,
@@ -67,7 +73,8 @@ UNET_LR = 1.5e-3
 PREDICTION = "v_prediction"  # the UNet's target (SD 2.x's); "epsilon" as SD 1.x
 BUILD_MINUTES = "10–20"  # measured with the defaults on 2 idle cores: 20 min where a UNet step takes 1.1 s, about
 # half that on a machine twice as fast (the Environment tab and the CLI say it)
-RECIPE = 2  # the build recipe's version in the marker: a folder of an older recipe is offered for a rebuild
+RECIPE = 3  # the build recipe's version in the marker: a folder of an older recipe is offered for a rebuild
+# (3: the scheduler config says clip_sample false, so DDIM no longer clips the latents)
 MAX_TOKENS = 16  # the tokenizer's context: a caption is at most 7 tokens, so few padding tokens dilute the
 # cross-attention (77, CLIP's, left 70 padding tokens beside 3-7 caption tokens)
 EMA_DECAY = 0.999  # the saved UNet and text encoder are the EMA of their weights (diffusers' EMAModel); 0 = off
@@ -226,9 +233,9 @@ def tiny_sd_shapes_status(data_dir=None) -> dict:
         status.update(detail=f"incomplete (missing {', '.join(missing)}); prepare it again",
                       detail_zh=f"不完整（缺少 {', '.join(missing)}）；请重新准备")
     elif is_ready(target, REQUIRED):
-        status.update(detail=f"built by an older shapes recipe, whose colours mostly came out wrong; prepare it again "
-                             f"(≈{BUILD_MINUTES} min on 2 idle cores)",
-                      detail_zh=f"由旧版形状配方生成，颜色大多画错；请重新准备（2 核空闲机器上约 {BUILD_MINUTES} 分钟）")
+        status.update(detail=f"built by an older shapes recipe, whose colours came out wrong with some samplers; "
+                             f"prepare it again (≈{BUILD_MINUTES} min on 2 idle cores)",
+                      detail_zh=f"由旧版形状配方生成，部分采样器下颜色画错；请重新准备（2 核空闲机器上约 {BUILD_MINUTES} 分钟）")
     else:
         status.update(detail="made by another version of the studio; prepare it again",
                       detail_zh="由其他版本的工作室生成；请重新准备")
