@@ -9,7 +9,7 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
 def make_lora_result(base: Path, run_dir: Path, *, mode: str = "lora", seed: int = 0, scale: float = 0.3,
-                     resolution: int = 64) -> Path:
+                     resolution: int = 64, guidance_scale: float = 7.5) -> Path:
     """Write `<run_dir>/output/` with a rank-4 LoRA on the UNet's attention (random, non-zero B) and studio.json;
     returns the output folder."""
     import torch
@@ -32,7 +32,7 @@ def make_lora_result(base: Path, run_dir: Path, *, mode: str = "lora", seed: int
     StableDiffusionPipeline.save_lora_weights(out, unet_lora_layers=layers, weight_name=LORA_FILE,
                                               safe_serialization=True)
     info = {"kind": "sd_distill", "status": "completed", "mode": mode, "base_model": str(base),
-            "lora_file": LORA_FILE, "guidance_scale": 7.5, "resolution": resolution}
+            "lora_file": LORA_FILE, "guidance_scale": guidance_scale, "resolution": resolution}
     if mode == "lcm_lora":
         info.update(scheduler="LCMScheduler", num_inference_steps=4, steps=300)  # as the backend writes: 300 trained
     (out / "studio.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

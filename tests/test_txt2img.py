@@ -167,7 +167,7 @@ JOB_ID = "20260101-000000-sd_distill-ab12"
 def test_image_ab_panel_renders_a_pair_and_reads_png_info(start_studio, studio_data_dir, tiny_sd, page):
     from gradio_client import Client, handle_file
 
-    make_lora_result(tiny_sd, studio_data_dir / "runs" / JOB_ID)
+    make_lora_result(tiny_sd, studio_data_dir / "runs" / JOB_ID, guidance_scale=3.0)
     studio = start_studio("--no-prepare", "--offline", data_dir=studio_data_dir)
     page.set_viewport_size({"width": 1400, "height": 1200})
     page.goto(studio.url)
@@ -176,6 +176,8 @@ def test_image_ab_panel_renders_a_pair_and_reads_png_info(start_studio, studio_d
     box = page.locator("#img-distilled input")
     box.fill(f"job:{JOB_ID}")
     box.press("Enter")
+    # the base side's CFG becomes the scale this result was distilled at (its studio.json), the teacher it imitates
+    page.wait_for_function("() => document.querySelector('#img-cfg input').value === '3'", timeout=30_000)
     steps = page.locator("#img-steps input")
     steps.fill("3")
     page.locator("#img-generate").click()

@@ -86,7 +86,9 @@ def build(ctx: StudioContext) -> dict:
                        "img.width")
         height = ctx.tr(gr.Number(0, precision=0, label=t("img.height", lang), elem_id="img-height", min_width=90),
                         "img.height")
-        cfg = ctx.tr(gr.Number(ti.DEFAULT_GUIDANCE, label=t("img.cfg", lang), elem_id="img-cfg", min_width=90),
+        first_g = ti.distilled_guidance(jobs[0][1], ctx.data_dir) if jobs else None
+        cfg = ctx.tr(gr.Number(ti.DEFAULT_GUIDANCE if first_g is None else first_g, label=t("img.cfg", lang),
+                               elem_id="img-cfg", min_width=90),
                      "img.cfg")
         sampler = ctx.tr(gr.Dropdown([s for s in ti.SAMPLERS if s != "LCM"], value=ti.DEFAULT_SAMPLER,
                                      label=t("img.sampler", lang), elem_id="img-sampler", min_width=120), "img.sampler")
@@ -197,4 +199,10 @@ def build(ctx: StudioContext) -> dict:
                    concurrency_id="img-generate")
     png_in.change(png_info, inputs=png_in, outputs=png_text, api_name="png_info")
     refresh_btn.click(refresh, outputs=[base_dd, dist_dd], api_name=False)
+
+    def teacher_cfg(dist):  # the base side runs at the scale the distilled side learnt (its studio.json)
+        g = ti.distilled_guidance(dist, ctx.data_dir) if dist else None
+        return gr.update(value=g) if g is not None else gr.update()
+
+    dist_dd.change(teacher_cfg, inputs=dist_dd, outputs=cfg, api_name=False)
     return {"base": base_dd, "distilled": dist_dd, "refresh": refresh}

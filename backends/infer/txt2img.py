@@ -232,6 +232,16 @@ def resolve_distilled(value: str, data_dir=None, *, field: str = "finetuned_mode
                      sampler="LCM" if lcm else None, **common)
 
 
+def distilled_guidance(value: str, data_dir=None) -> float | None:
+    """The CFG scale a distilled result learnt from (its studio.json guidance_scale): the base side's fair
+    scale, since that guided teacher is what the student imitates. None when it cannot be read."""
+    try:
+        g = resolve_distilled(value, data_dir).info.get("guidance_scale")
+        return float(g) if g is not None else None
+    except (FieldError, TypeError, ValueError):
+        return None
+
+
 class PipelineCache:
     """The loaded pipelines, least recently used dropped first."""
 
