@@ -78,8 +78,8 @@ def main() -> None:
 
     w, w_lcm = (float(yaml.safe_load(r.read_text())["config"]["guidance_scale"]) for r in (RECIPE, LCM_RECIPE))
     base_model = "bundled:tiny-sd-shapes"
-    names = (f"base CFG {w:g}, 25 steps", "no guidance, 25 steps", "distilled, 25 steps", f"base CFG {w_lcm:g}, 25 steps",
-             "LCM untrained, 4 steps", "LCM-LoRA, 4 steps")
+    names = (f"base CFG {w:g}, 25 steps", "no guidance, 25 steps", "distilled, 25 steps",
+             f"LCM teacher CFG {w_lcm:g}, 25", "LCM untrained, 4 steps", "LCM-LoRA, 4 steps")  # distinct labels
     teacher_of = {names[1]: names[0], names[2]: names[0], names[4]: names[3], names[5]: names[3]}
     rows = {n: [] for n in names}
     mse = {n: [] for n in teacher_of}
