@@ -33,7 +33,9 @@ Third version (recipe 3, the same weights): the scheduler config says `clip_samp
 DDIM's low score was diffusers' DDIMScheduler clipping the predicted x0 to [-1, 1] (its default, made for pixels)
 on latents of unit standard deviation, which cuts the colours: on one build, DDIM 2/12 with clipping and 11/12
 without, the same as Euler and PLMS, DPM++ 2M 12/12. That build took 373 s on 2 idle cores where a UNet step takes
-0.41 s.
+0.41 s. Tried there for a shorter build, neither kept: 600 UNet steps (292 s, 6/12 on every sampler); a VAE that
+downsamples 4x (16x16 latents, a UNet step 3.4x cheaper) scored 5/12 at 800 steps (132 s) and 4/12 at 2000 (255 s),
+green and yellow confused (its reconstruction loss 0.076 against 0.024).
 
 Progress lines go to `log` (the Environment tab's prepare log).
 The result is a normal diffusers pipeline folder `<data-dir>/models/tiny-sd-shapes` with the marker file,
